@@ -1,0 +1,1 @@
+"""Flows: the only place where sources, exporters and storage meet; Prefect orchestration."""

@@ -1,0 +1,34 @@
+"""Everything one run needs, resolved once from the settings at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from sources.catalog import Catalog, CatalogConfig, discover
+from sources.database import open_engine
+from storage.s3 import make_client
+from tenant_export.settings import Settings
+
+
+@dataclass
+class RunContext:
+    """Connections and the resolved catalog, shared by the steps of a run."""
+
+    settings: Settings
+    engine: Engine
+    catalog: Catalog
+    s3: Any
+
+    @classmethod
+    def open(cls, settings: Settings) -> RunContext:
+        """Reach the database and read its catalog; S3 is checked by the steps that need it."""
+        config = CatalogConfig.load(settings.catalog)
+        engine = open_engine(settings.resolved_source_url())
+        return cls(settings=settings, engine=engine, catalog=discover(engine, config), s3=make_client())
+
+    def close(self) -> None:
+        """Release pooled database connections."""
+        self.engine.dispose()

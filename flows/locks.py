@@ -1,0 +1,45 @@
+"""The per-tenant lock: a Prefect global concurrency limit of 1, used with ``strict=True``.
+
+Without ``strict=True`` Prefect runs the block *without any lock* when the limit is missing, so
+the limit is upserted first and the acquisition is strict. Exports and backups of one tenant share
+the same limit name, so they exclude each other across processes and workers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+
+from tenant_export.errors import TenantBusy
+
+LEASE_SECONDS = 300
+
+
+def lock_name(tenant_id: str) -> str:
+    """The global concurrency limit guarding one tenant."""
+    return "tenant-" + re.sub(r"[^A-Za-z0-9_-]", "_", tenant_id)
+
+
+@contextmanager
+def tenant_lock(tenant_id: str, wait_seconds: float) -> Iterator[None]:
+    """Hold the tenant's lock for the block, or raise ``TenantBusy`` after ``wait_seconds``."""
+    name = lock_name(tenant_id)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, limit=1)
+    acquired = False
+    try:
+        with concurrency(name, occupy=1, timeout_seconds=wait_seconds, strict=True,
+                         lease_duration=LEASE_SECONDS):
+            acquired = True
+            yield
+    except TimeoutError as err:
+        if acquired:  # a timeout inside the block is the block's own error
+            raise
+        raise TenantBusy(
+            f"another export or backup of tenant {tenant_id!r} is running "
+            f"(waited {wait_seconds:g} s for lock {name!r})", tenant_id=tenant_id,
+        ) from err

@@ -1,0 +1,114 @@
+"""How a database column becomes an Arrow column without altering any value.
+
+PostgreSQL columns map by declared type; types with no exact Arrow equivalent (numeric, json,
+uuid, interval, arrays, ...) are read as the server's own text rendering, which is exact.
+SQLite columns map by the storage classes actually present (``typeof``), not the declared type:
+SQLite keeps ``'abc'`` as text in an INTEGER column, and a column holding several storage classes
+is rendered value by value as text (field type ``any``).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from sqlalchemy import types as sat
+
+# Arrow field metadata keys read by the exporters to describe the field (Table Schema).
+META_SCHEMA_TYPE = b"table_schema_type"
+META_SOURCE_TYPE = b"source_type"
+META_STORAGE_CLASSES = b"sqlite_storage_classes"
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Arrow type of a column, whether SQL must cast it to text, and how to convert values."""
+
+    arrow_type: pa.DataType
+    cast_to_text: bool = False
+    schema_type: str | None = None
+    mixed: bool = False
+    storage_classes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def postgres_mapping(declared: sat.TypeEngine[object]) -> ColumnMapping:
+    """Arrow mapping of a PostgreSQL column from its reflected SQLAlchemy type."""
+    if isinstance(declared, sat.Boolean):
+        return ColumnMapping(pa.bool_())
+    if isinstance(declared, sat.Integer):
+        return ColumnMapping(pa.int64())
+    if isinstance(declared, sat.Float):
+        precision = getattr(declared, "precision", None)
+        if type(declared).__name__ == "REAL" or (precision is not None and precision <= 24):
+            return ColumnMapping(pa.float32())
+        return ColumnMapping(pa.float64())
+    if isinstance(declared, sat.Numeric):
+        return ColumnMapping(pa.string(), cast_to_text=True, schema_type="number")
+    if isinstance(declared, sat.DateTime):
+        tz = "UTC" if declared.timezone else None
+        return ColumnMapping(pa.timestamp("us", tz=tz))
+    if isinstance(declared, sat.Date):
+        return ColumnMapping(pa.date32())
+    if isinstance(declared, sat.Time) and not declared.timezone:
+        return ColumnMapping(pa.time64("us"))
+    if isinstance(declared, sat._Binary):  # noqa: SLF001 - the common base of BYTEA/LargeBinary
+        return ColumnMapping(pa.binary())
+    if isinstance(declared, sat.JSON):
+        return ColumnMapping(pa.string(), cast_to_text=True, schema_type="any")
+    if isinstance(declared, sat.String) and not isinstance(declared, sat.Enum):
+        return ColumnMapping(pa.string())
+    return ColumnMapping(pa.string(), cast_to_text=True)
+
+
+_AFFINITY_TYPES = {
+    "integer": pa.int64(),
+    "real": pa.float64(),
+    "text": pa.string(),
+    "blob": pa.binary(),
+}
+
+
+def sqlite_mapping(declared_text: str, storage_classes: set[str]) -> ColumnMapping:
+    """Arrow mapping of a SQLite column from the storage classes its tenant rows hold."""
+    classes = tuple(sorted(storage_classes - {"null"}))
+    if len(classes) == 1:
+        return ColumnMapping(_AFFINITY_TYPES[classes[0]], storage_classes=classes)
+    if len(classes) > 1:
+        return ColumnMapping(pa.string(), schema_type="any", mixed=True, storage_classes=classes)
+    return ColumnMapping(_affinity(declared_text))
+
+
+def _affinity(declared_text: str) -> pa.DataType:
+    """SQLite's column affinity rules (section 3.1 of its datatype docs) for an empty column."""
+    upper = declared_text.upper()
+    if "INT" in upper:
+        return pa.int64()
+    if any(word in upper for word in ("CHAR", "CLOB", "TEXT")):
+        return pa.string()
+    if "BLOB" in upper or not upper:
+        return pa.binary() if "BLOB" in upper else pa.string()
+    if any(word in upper for word in ("REAL", "FLOA", "DOUB")):
+        return pa.float64()
+    return pa.string()
+
+
+def render_mixed(value: object) -> str | None:
+    """One value of a mixed-class SQLite column as text, exactly as its storage class holds it."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def arrow_field(name: str, mapping: ColumnMapping, declared_text: str) -> pa.Field:
+    """The Arrow field with the metadata exporters use to describe it."""
+    metadata = {META_SOURCE_TYPE: declared_text.encode()}
+    if mapping.schema_type:
+        metadata[META_SCHEMA_TYPE] = mapping.schema_type.encode()
+    if mapping.storage_classes:
+        metadata[META_STORAGE_CLASSES] = ",".join(mapping.storage_classes).encode()
+    return pa.field(name, mapping.arrow_type, nullable=True, metadata=metadata)

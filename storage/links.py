@@ -1,0 +1,51 @@
+"""Expiring signed GET links: the only way a client reaches its export."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from storage.s3 import raise_storage
+
+MAX_TTL_SECONDS = 7 * 24 * 3600  # SigV4 refuses longer-lived presigned URLs
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback and the RFC 5987 UTF-8 name."""
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def signed_get(
+    client: Any, bucket: str, key: str, ttl_seconds: int, tenant_id: str | None = None
+) -> str:
+    """A SigV4 presigned GET that downloads ``key`` as an attachment for ``ttl_seconds``."""
+    if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
+        raise ValueError(f"link TTL must be 1..{MAX_TTL_SECONDS} s, got {ttl_seconds}")
+    filename = key.rsplit("/", 1)[-1]
+    try:
+        url: str = client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": bucket,
+                "Key": key,
+                "ResponseContentDisposition": content_disposition(filename),
+            },
+            ExpiresIn=ttl_seconds,
+        )
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"signing a link for {key!r}", tenant_id)
+    return url
+
+
+def expiry(ttl_seconds: int, now: datetime | None = None) -> datetime:
+    """When links minted now with this TTL stop working."""
+    return (now or datetime.now(UTC)) + timedelta(seconds=ttl_seconds)
+
+
+def redact(url: str) -> str:
+    """A link safe to log: the signature and credential are cut off."""
+    return url.split("?", 1)[0] + "?…"

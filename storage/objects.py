@@ -1,0 +1,174 @@
+"""Streaming writes, read-back verification and cleanup of S3 objects.
+
+Writes go through smart_open's multipart writer: parts of a few MB leave as they fill, so no
+whole object is ever held in memory or on disk, and an exception inside the ``with`` block
+aborts the multipart upload (nothing half-written becomes visible).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from smart_open import s3 as smart_s3
+
+from storage.s3 import raise_storage
+from tenant_export.errors import VerificationFailed
+
+PART_BYTES = 16 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
+
+
+class HashingSink(io.RawIOBase):
+    """A write-only byte sink that counts and hashes what it forwards."""
+
+    def __init__(self, target: Any) -> None:
+        super().__init__()
+        self._target = target
+        self._sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._target.write(view)
+        self._sha256.update(view)
+        self.bytes += view.nbytes
+        return view.nbytes
+
+    def close(self) -> None:
+        """Closing the wrapper never closes the upload: the ``with`` block owns it."""
+        super().close()
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of everything written so far."""
+        return self._sha256.hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object as written: key, size and SHA-256."""
+
+    key: str
+    bytes: int
+    sha256: str
+
+
+@contextmanager
+def upload(
+    client: Any, bucket: str, key: str, *, content_type: str = "application/octet-stream",
+    tenant_id: str | None = None, written: list[StoredObject] | None = None,
+) -> Iterator[HashingSink]:
+    """A sink streaming to ``s3://bucket/key``; on success appends a ``StoredObject`` to ``written``."""
+    try:
+        writer = smart_s3.open(
+            bucket, key, "wb", client=client, min_part_size=PART_BYTES,
+            client_kwargs={"S3.Client.create_multipart_upload": {"ContentType": content_type}},
+        )
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"starting upload of {key!r} to {bucket!r}", tenant_id)
+    sink = HashingSink(writer)
+    try:
+        yield sink
+    except BaseException:
+        writer.terminate()
+        raise
+    try:
+        writer.close()
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"completing upload of {key!r} to {bucket!r}", tenant_id)
+    if written is not None:
+        written.append(StoredObject(key=key, bytes=sink.bytes, sha256=sink.sha256))
+
+
+def put_bytes(
+    client: Any, bucket: str, key: str, data: bytes, *, content_type: str,
+    tenant_id: str | None = None,
+) -> StoredObject:
+    """A small object in one PUT (the manifest)."""
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"writing {key!r} to {bucket!r}", tenant_id)
+    return StoredObject(key=key, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def read_bytes(client: Any, bucket: str, key: str, tenant_id: str | None = None) -> bytes:
+    """A small object whole (the manifest)."""
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            return bytes(body.read())
+        finally:
+            body.close()
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"reading {key!r} from {bucket!r}", tenant_id)
+
+
+def verify(client: Any, bucket: str, expected: StoredObject, tenant_id: str | None = None) -> None:
+    """Read the object back and compare size and SHA-256, or raise ``VerificationFailed``."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        body = client.get_object(Bucket=bucket, Key=expected.key)["Body"]
+        try:
+            for chunk in body.iter_chunks(READ_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        finally:
+            body.close()
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"reading back {expected.key!r} from {bucket!r}", tenant_id)
+    if size != expected.bytes or digest.hexdigest() != expected.sha256:
+        raise VerificationFailed(
+            f"object {expected.key!r} in {bucket!r} reads back as {size} bytes sha256 "
+            f"{digest.hexdigest()}, expected {expected.bytes} bytes sha256 {expected.sha256}",
+            tenant_id=tenant_id,
+        )
+
+
+def list_keys(client: Any, bucket: str, prefix: str, tenant_id: str | None = None) -> list[str]:
+    """Every key under ``prefix``."""
+    keys: list[str] = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"listing {prefix!r} in {bucket!r}", tenant_id)
+    return keys
+
+
+def list_prefixes(client: Any, bucket: str, prefix: str, tenant_id: str | None = None) -> list[str]:
+    """The immediate "folders" under ``prefix`` (which must end in ``/``)."""
+    found: list[str] = []
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/"
+        )
+        for page in pages:
+            found.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"listing {prefix!r} in {bucket!r}", tenant_id)
+    return found
+
+
+def delete_prefix(client: Any, bucket: str, prefix: str, tenant_id: str | None = None) -> int:
+    """Delete every object under ``prefix``; returns how many were deleted."""
+    if not prefix.endswith("/"):
+        raise ValueError(f"refusing to delete a prefix that is not a folder: {prefix!r}")
+    keys = list_keys(client, bucket, prefix, tenant_id)
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": k} for k in keys[start : start + 1000]]
+        try:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        except (ClientError, BotoCoreError) as err:
+            raise_storage(err, f"deleting {prefix!r} in {bucket!r}", tenant_id)
+    return len(keys)
