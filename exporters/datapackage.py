@@ -18,6 +18,8 @@ FORMAT_VERSION = "1.0"
 META_SCHEMA_TYPE = b"table_schema_type"
 META_SOURCE_TYPE = b"source_type"
 META_STORAGE_CLASSES = b"sqlite_storage_classes"
+META_TYPE_OF = b"sqlite_type_of"
+# These keys mirror sources/arrow_types.py: Arrow field metadata is the contract between stages.
 CSV_DIALECT = {
     "header": True,
     "delimiter": ",",
@@ -51,6 +53,12 @@ def table_schema(schema: pa.Schema, primary_key: tuple[str, ...]) -> dict[str, A
             descriptor["format"] = "binary"
         if META_SOURCE_TYPE in metadata and metadata[META_SOURCE_TYPE]:
             descriptor["x-source-type"] = metadata[META_SOURCE_TYPE].decode()
+        if META_TYPE_OF in metadata:
+            column = metadata[META_TYPE_OF].decode()
+            descriptor["description"] = (
+                f"SQLite storage class of {column!r} in this row: integer, real, text or blob "
+                "(blob values are base64)")
+            descriptor["constraints"] = {"enum": ["integer", "real", "text", "blob"]}
         if META_STORAGE_CLASSES in metadata:
             descriptor["x-sqlite-storage-classes"] = metadata[META_STORAGE_CLASSES].decode().split(",")
         fields.append(descriptor)

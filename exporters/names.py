@@ -21,7 +21,8 @@ def safe_name(original: str, fallback: str) -> str:
     name = "".join(
         "_" if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") else ch for ch in name
     )
-    name = _FORBIDDEN.sub("_", name).strip(" .")
+    name = _FORBIDDEN.sub("_", name)
+    name = re.sub(r"\.{2,}", ".", name).strip(" .")
     if not name or set(name) <= {"_"}:
         name = fallback
     if _WINDOWS_RESERVED.match(name):

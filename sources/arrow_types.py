@@ -4,7 +4,8 @@ PostgreSQL columns map by declared type; types with no exact Arrow equivalent (n
 uuid, interval, arrays, ...) are read as the server's own text rendering, which is exact.
 SQLite columns map by the storage classes actually present (``typeof``), not the declared type:
 SQLite keeps ``'abc'`` as text in an INTEGER column, and a column holding several storage classes
-is rendered value by value as text (field type ``any``).
+is rendered value by value as text (field type ``any``), followed by a companion column
+``<name>__sqlite_type`` giving each value's storage class, so nothing about the value is lost.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import types as sat
 META_SCHEMA_TYPE = b"table_schema_type"
 META_SOURCE_TYPE = b"source_type"
 META_STORAGE_CLASSES = b"sqlite_storage_classes"
+META_TYPE_OF = b"sqlite_type_of"  # on a companion column: the mixed column it types
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,23 @@ def _affinity(declared_text: str) -> pa.DataType:
     if any(word in upper for word in ("REAL", "FLOA", "DOUB")):
         return pa.float64()
     return pa.string()
+
+
+_CLASS_OF = {int: "integer", float: "real", str: "text", bytes: "blob"}
+
+
+def storage_class(value: object) -> str | None:
+    """The SQLite storage class of a value as the driver returns it (None for NULL)."""
+    return None if value is None else _CLASS_OF.get(type(value), "text")
+
+
+def companion_field(name: str, taken: set[str]) -> pa.Field:
+    """The column that carries, row by row, the storage class of mixed column ``name``."""
+    candidate = f"{name}__sqlite_type"
+    while candidate in taken:
+        candidate += "_"
+    return pa.field(candidate, pa.string(), nullable=True,
+                    metadata={META_TYPE_OF: name.encode(), META_SOURCE_TYPE: b""})
 
 
 def render_mixed(value: object) -> str | None:

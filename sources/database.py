@@ -23,9 +23,11 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sources.arrow_types import (
     ColumnMapping,
     arrow_field,
+    companion_field,
     postgres_mapping,
     render_mixed,
     sqlite_mapping,
+    storage_class,
 )
 from sources.catalog import TablePlan
 from tenant_export.errors import BadInput, SourceUnavailable
@@ -194,9 +196,14 @@ class Snapshot(AbstractContextManager["Snapshot"]):
     def read_table(self, plan: TablePlan, tenant_id: str, schema: str | None = None) -> TableStream:
         """The tenant's rows of one table as Arrow batches, ordered by primary key."""
         mappings = self._mappings(plan, tenant_id, schema)
-        arrow_schema = pa.schema(
-            [arrow_field(c.name, m, c.declared_text) for c, m in zip(plan.columns, mappings, strict=True)]
-        )
+        taken = {c.name for c in plan.columns}
+        fields: list[pa.Field] = []
+        for column, mapping in zip(plan.columns, mappings, strict=True):
+            fields.append(arrow_field(column.name, mapping, column.declared_text))
+            if mapping.mixed:
+                fields.append(companion_field(column.name, taken))
+                taken.add(fields[-1].name)
+        arrow_schema = pa.schema(fields)
         exprs = [
             f"CAST({self._quote(c.name)} AS TEXT)" if m.cast_to_text else self._quote(c.name)
             for c, m in zip(plan.columns, mappings, strict=True)
@@ -234,10 +241,14 @@ def _to_batch(
 ) -> pa.RecordBatch:
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in mappings]
     arrays = []
-    for values, mapping, field in zip(columns, mappings, schema, strict=True):
-        data = [render_mixed(v) for v in values] if mapping.mixed else values
+    for values, mapping in zip(columns, mappings, strict=True):
+        name = schema.field(len(arrays)).name
         try:
-            arrays.append(pa.array(data, type=mapping.arrow_type))
+            if mapping.mixed:
+                arrays.append(pa.array([render_mixed(v) for v in values], type=pa.string()))
+                arrays.append(pa.array([storage_class(v) for v in values], type=pa.string()))
+            else:
+                arrays.append(pa.array(values, type=mapping.arrow_type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
-            raise SourceUnavailable(f"column {field.name!r}: value not representable: {err}") from err
+            raise SourceUnavailable(f"column {name!r}: value not representable: {err}") from err
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -1,0 +1,130 @@
+"""Fixtures: real services (PostgreSQL, moto over HTTP, s3rver) and a Prefect test server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from tests import awkward
+from tests.services import moto_server, postgres_server, s3rver_server
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """One Prefect test server for the whole session (each start costs seconds)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3rver_endpoint() -> Iterator[str]:
+    with s3rver_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+def s3_client(endpoint: str) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
+@dataclass
+class Platform:
+    """An isolated platform for one test: its database, buckets and S3 client."""
+
+    source_url: str
+    documents_bucket: str
+    export_bucket: str
+    s3: Any
+    endpoint: str
+
+    def export_keys(self) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.export_bucket)
+        return [o["Key"] for p in pages for o in p.get("Contents", [])]
+
+    def get(self, key: str) -> bytes:
+        return bytes(self.s3.get_object(Bucket=self.export_bucket, Key=key)["Body"].read())
+
+
+def _platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, endpoint: str,
+              source_url: str, access: tuple[str, str]) -> Platform:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", access[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", access[1])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    suffix = uuid.uuid4().hex[:10]
+    docs, exports = f"docs-{suffix}", f"exports-{suffix}"
+    client = s3_client(endpoint)
+    client.create_bucket(Bucket=docs)
+    client.create_bucket(Bucket=exports)
+    for key, content in awkward.blobs().items():
+        client.put_object(Bucket=docs, Key=key, Body=content)
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(awkward.CATALOG)
+    monkeypatch.setenv("TENANT_EXPORT_SOURCE_URL", source_url)
+    monkeypatch.setenv("TENANT_EXPORT_CATALOG", str(catalog))
+    monkeypatch.setenv("TENANT_EXPORT_DOCUMENTS_BUCKET", docs)
+    monkeypatch.setenv("TENANT_EXPORT_EXPORT_BUCKET", exports)
+    monkeypatch.setenv("TENANT_EXPORT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("TENANT_EXPORT_LOCK_WAIT_SECONDS", "5")
+    return Platform(source_url, docs, exports, client, endpoint)
+
+
+@pytest.fixture
+def sqlite_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_endpoint: str,
+                    prefect_server: None) -> Platform:
+    db = tmp_path / "platform.sqlite"
+    awkward.create_sqlite(str(db))
+    return _platform(monkeypatch, tmp_path, moto_endpoint, f"sqlite:///{db}", ("test", "test"))
+
+
+@pytest.fixture
+def postgres_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_endpoint: str,
+                      postgres_url: str, prefect_server: None) -> Platform:
+    import psycopg
+
+    name = f"p_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    awkward.create_postgres(url)
+    return _platform(monkeypatch, tmp_path, moto_endpoint, url, ("test", "test"))
+
+
+@pytest.fixture
+def s3rver_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s3rver_endpoint: str,
+                    prefect_server: None) -> Platform:
+    db = tmp_path / "platform.sqlite"
+    awkward.create_sqlite(str(db))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "S3RVER")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "S3RVER")
+    return _platform(monkeypatch, tmp_path, s3rver_endpoint, f"sqlite:///{db}",
+                     ("S3RVER", "S3RVER"))
