@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
-S3RVER := tests/s3rver/node_modules/.bin/s3rver
+S3RVER := tests/s3rver/node_modules/@20minutes/s3rver/package.json
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export UV_LINK_MODE ?= copy
 

@@ -14,9 +14,12 @@ MAX_TTL_SECONDS = 7 * 24 * 3600  # SigV4 refuses longer-lived presigned URLs
 
 
 def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII fallback and the RFC 5987 UTF-8 name."""
+    """``attachment; filename="..."``, plus the RFC 6266 UTF-8 form for non-ASCII names."""
     ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    header = f'attachment; filename="{ascii_name}"'
+    if ascii_name != filename:
+        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return header
 
 
 def signed_get(
