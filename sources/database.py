@@ -186,12 +186,20 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         sql += f"WHERE {self._quote(filter_column)} = ?"
         if order_by:
             sql += " ORDER BY " + ", ".join(self._quote(c) for c in order_by)
-        for rows in self._rows(sql, [value]):
-            yield from rows
+        batches = self._rows(sql, [value])
+        try:
+            for rows in batches:
+                yield from rows
+        finally:
+            batches.close()
 
     def exists(self, table: str, column: str, value: str, schema: str | None = None) -> bool:
         """Whether at least one row has ``column = value``."""
-        return next(self.select(table, [column], column, value, schema=schema), None) is not None
+        rows = self.select(table, [column], column, value, schema=schema)
+        try:
+            return next(rows, None) is not None
+        finally:
+            rows.close()  # release the cursor now, not when the generator is collected
 
     def read_table(self, plan: TablePlan, tenant_id: str, schema: str | None = None) -> TableStream:
         """The tenant's rows of one table as Arrow batches, ordered by primary key."""

@@ -56,6 +56,11 @@ def _fail(err: BaseException, code: int) -> NoReturn:
 
 def _run(action: Callable[[], Any]) -> Any:
     """Run a command body, mapping errors to the exit-status contract."""
+    import prefect  # noqa: F401, PLC0415 - installs Prefect's console handler, which we tune
+
+    from tenant_export.logs import quiet_console  # noqa: PLC0415
+
+    quiet_console(_state["debug"])
     try:
         return action()
     except BadInput as err:

@@ -1,0 +1,124 @@
+"""Faults: a package that fails verification is never linked and is cleaned up; a failure while
+streaming leaves nothing behind; transient storage errors are retried; the tenant lock excludes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flows import packaging
+from tenant_export.errors import StorageError, TenantBusy, TransientStorageError, VerificationFailed
+from tests.conftest import Platform
+
+
+def run_export(tenant: str = "t-1") -> dict[str, Any]:
+    from flows.export_flow import ExportRequest, offboarding_export
+
+    return offboarding_export(ExportRequest(tenant_id=tenant, link_ttl_seconds=600))
+
+
+def no_multipart_leftovers(platform: Platform) -> bool:
+    uploads = platform.s3.list_multipart_uploads(Bucket=platform.export_bucket)
+    return not uploads.get("Uploads")
+
+
+def test_corrupted_object_fails_verification_and_is_cleaned_up(
+    sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_verify = packaging.verify_package
+
+    def corrupt_then_verify(ctx: Any, tenant: str, export_id: str, records: Any) -> None:
+        key = packaging.package_prefix(tenant, export_id) + "data/members.csv"
+        body = sqlite_platform.get(key)
+        flipped = bytes([body[0] ^ 0x01]) + body[1:]  # one bit flipped, same size
+        sqlite_platform.s3.put_object(Bucket=sqlite_platform.export_bucket, Key=key, Body=flipped)
+        real_verify(ctx, tenant, export_id, records)
+
+    monkeypatch.setattr(packaging, "verify_package", corrupt_then_verify)
+    with pytest.raises(VerificationFailed, match=r"data/members\.csv"):
+        run_export()
+    assert sqlite_platform.export_keys() == []  # never published, nothing left
+    assert no_multipart_leftovers(sqlite_platform)
+
+
+def test_failure_while_streaming_leaves_nothing(
+    sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flows.packaging as module
+
+    def broken_blob(client: Any, bucket: str, key: str | None) -> Any:
+        if key == "t1/dup-b":
+            raise StorageError(f"reading document {key!r}: AccessDenied", tenant_id="t-1")
+        return real_open(client, bucket, key)
+
+    real_open = module.open_blob
+    monkeypatch.setattr(module, "open_blob", broken_blob)
+    with pytest.raises(StorageError, match="AccessDenied"):
+        run_export()
+    assert sqlite_platform.export_keys() == []
+    assert no_multipart_leftovers(sqlite_platform)
+
+
+def test_transient_error_is_retried(sqlite_platform: Platform,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real_verify = packaging.verify_package
+
+    def flaky(ctx: Any, tenant: str, export_id: str, records: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TransientStorageError("reading back: SlowDown", tenant_id=tenant)
+        real_verify(ctx, tenant, export_id, records)
+
+    monkeypatch.setattr(packaging, "verify_package", flaky)
+    result = run_export()
+    assert calls["n"] == 2
+    assert result["files"][0]["path"] == "datapackage.json"
+
+
+def test_terminal_error_is_not_retried(sqlite_platform: Platform,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+
+    def denied(ctx: Any, tenant: str, export_id: str, records: Any) -> None:
+        calls["n"] += 1
+        raise StorageError("reading back: AccessDenied", tenant_id=tenant)
+
+    monkeypatch.setattr(packaging, "verify_package", denied)
+    with pytest.raises(StorageError):
+        run_export()
+    assert calls["n"] == 1
+    assert sqlite_platform.export_keys() == []
+
+
+def test_tenant_lock_excludes_a_second_run(sqlite_platform: Platform,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.locks import tenant_lock
+
+    monkeypatch.setenv("TENANT_EXPORT_LOCK_WAIT_SECONDS", "1")
+    with tenant_lock("t-1", wait_seconds=5), pytest.raises(TenantBusy, match="t-1"):
+        run_export("t-1")
+    assert sqlite_platform.export_keys() == []
+    run_export("t-2")  # other tenants are not blocked ...
+    with tenant_lock("t-2", wait_seconds=5):
+        pass
+    assert run_export("t-1")["tenant_id"] == "t-1"  # ... and the lock is released after use
+
+
+def test_lock_is_strict_when_the_limit_vanishes(prefect_server: None) -> None:
+    """The lock must never silently degrade into no lock (Prefect's non-strict default)."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    from flows.locks import lock_name
+
+    name = lock_name("never-created")
+    with get_client(sync_client=True) as client:
+        try:
+            client.delete_global_concurrency_limit_by_name(name)
+        except Exception:  # noqa: BLE001 - absent already
+            pass
+    with pytest.raises(Exception, match="not found|does not exist|Concurrency limit"), concurrency(
+            name, occupy=1, timeout_seconds=1, strict=True):
+        pass
