@@ -301,7 +301,7 @@ def create_platform(work: Path, rows: int, documents: int, doc_kib: int, client:
     doc_rows: list[tuple[str, str, str, int, str]] = []
     for tenant, i in doc_specs:
         # Every tenth document is a "scan.pdf": duplicate names must be made unique in the ZIP.
-        name = "scan.pdf" if i % 10 == 9 else f"Rechnung {i:05d} – Müller, \"final\".pdf"
+        name = "scan.pdf" if i % 10 == 9 else f"Rechnung {i:05d} \u2013 Müller, \"final\".pdf"
         doc_rows.append((tenant, name, f"{tenant}/{secrets.token_hex(12)}", doc_kib * 1024,
                          f"2026-{1 + i % 12:02d}-{1 + i % 28:02d}T08:00:00Z"))
 

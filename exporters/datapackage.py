@@ -51,7 +51,7 @@ def table_schema(schema: pa.Schema, primary_key: tuple[str, ...]) -> dict[str, A
         descriptor: dict[str, Any] = {"name": arrow.name, "type": _field_type(arrow)}
         if pa.types.is_binary(arrow.type) or pa.types.is_large_binary(arrow.type):
             descriptor["format"] = "binary"
-        if META_SOURCE_TYPE in metadata and metadata[META_SOURCE_TYPE]:
+        if metadata.get(META_SOURCE_TYPE):
             descriptor["x-source-type"] = metadata[META_SOURCE_TYPE].decode()
         if META_TYPE_OF in metadata:
             column = metadata[META_TYPE_OF].decode()
@@ -60,7 +60,8 @@ def table_schema(schema: pa.Schema, primary_key: tuple[str, ...]) -> dict[str, A
                 "(blob values are base64)")
             descriptor["constraints"] = {"enum": ["integer", "real", "text", "blob"]}
         if META_STORAGE_CLASSES in metadata:
-            descriptor["x-sqlite-storage-classes"] = metadata[META_STORAGE_CLASSES].decode().split(",")
+            classes = metadata[META_STORAGE_CLASSES].decode().split(",")
+            descriptor["x-sqlite-storage-classes"] = classes
         fields.append(descriptor)
     result: dict[str, Any] = {"fields": fields, "missingValues": [""]}
     if primary_key:
@@ -71,7 +72,7 @@ def table_schema(schema: pa.Schema, primary_key: tuple[str, ...]) -> dict[str, A
 def _field_type(arrow: pa.Field) -> str:
     metadata = arrow.metadata or {}
     if META_SCHEMA_TYPE in metadata:
-        return metadata[META_SCHEMA_TYPE].decode()
+        return str(metadata[META_SCHEMA_TYPE].decode())
     kind = arrow.type
     checks = (
         (pa.types.is_boolean, "boolean"),

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO
+from typing import IO, Any
 
 from stream_zip import ZIP_64, stream_zip
 
@@ -123,7 +123,7 @@ def write_document_parts(
 
         def members(
             first: tuple[DocumentInput, Iterator[bytes]], part: str = part
-        ) -> Iterator[tuple[str, datetime, int, object, Iterable[bytes]]]:
+        ) -> Iterator[tuple[str, datetime, int, Any, Iterable[bytes]]]:
             nonlocal item
             current: tuple[DocumentInput, Iterator[bytes]] | None = first
             while current is not None:
@@ -134,7 +134,7 @@ def write_document_parts(
                 index.add(doc.document_id, part, name, hashed.size, hashed.sha256.hexdigest(), "ok")
                 summary.documents_ok += 1
                 summary.document_bytes += hashed.size
-                if written >= part_limit:
+                if written >= part_limit:  # noqa: B023 - read while this part streams
                     item = next_present()
                     return
                 current = next_present()

@@ -27,7 +27,8 @@ class RunContext:
         """Reach the database and read its catalog; S3 is checked by the steps that need it."""
         config = CatalogConfig.load(settings.catalog)
         engine = open_engine(settings.resolved_source_url())
-        return cls(settings=settings, engine=engine, catalog=discover(engine, config), s3=make_client())
+        catalog = discover(engine, config)
+        return cls(settings=settings, engine=engine, catalog=catalog, s3=make_client())
 
     def close(self) -> None:
         """Release pooled database connections."""

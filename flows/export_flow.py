@@ -41,36 +41,39 @@ class ExportRequest(BaseModel):
         return validate_tenant_id(value)
 
 
-def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+def _retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     return is_transient(state.result(raise_on_failure=False))
 
 
-_STEP = {"cache_policy": NO_CACHE, "retries": 3, "retry_delay_seconds": [2, 10, 30],
-         "retry_condition_fn": _retry_transient}
+RETRY_DELAYS = [2.0, 10.0, 30.0]
 
 
-@task(**_STEP)
+@task(cache_policy=NO_CACHE, retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=_retry_transient)
 def write_package(ctx: RunContext, tenant_id: str, export_id: str, excel: bool
                   ) -> list[FileRecord]:
     """Stream tables and documents from one snapshot into the staged package."""
     return packaging.write_package(ctx, tenant_id, export_id, excel=excel)
 
 
-@task(**_STEP)
+@task(cache_policy=NO_CACHE, retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=_retry_transient)
 def verify_package(ctx: RunContext, tenant_id: str, export_id: str,
                    records: list[FileRecord]) -> None:
     """Read back every object and compare SHA-256."""
     packaging.verify_package(ctx, tenant_id, export_id, records)
 
 
-@task(**_STEP)
+@task(cache_policy=NO_CACHE, retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=_retry_transient)
 def publish_manifest(ctx: RunContext, tenant_id: str, export_id: str, created_at: datetime,
                      records: list[FileRecord]) -> FileRecord:
     """Write datapackage.json last: the package becomes an export."""
     return packaging.publish_manifest(ctx, tenant_id, export_id, created_at, records)
 
 
-@task(**_STEP)
+@task(cache_policy=NO_CACHE, retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=_retry_transient)
 def discard_package(ctx: RunContext, tenant_id: str, export_id: str) -> int:
     """Delete a package that failed before it was published."""
     return packaging.discard_package(ctx, tenant_id, export_id)

@@ -8,11 +8,13 @@ export: it is never linked and is deleted when the run fails.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import IO, Any
+from functools import partial
+from typing import IO, Any, cast
 
 from pydantic import BaseModel
 
@@ -92,7 +94,7 @@ def write_package(
             stream = snap.read_table(plan, tenant_id, schema=ctx.catalog.config.db_schema)
             path = f"data/{table_names.claim(plan.name, 'table')}.csv"
             with sink(path, "text/csv; charset=utf-8") as out:
-                writer = CsvTableWriter(out, stream.schema, excel=excel)
+                writer = CsvTableWriter(cast(IO[bytes], out), stream.schema, excel=excel)
                 for batch in stream.batches:
                     writer.write_batch(batch)
                 writer.close()
@@ -113,7 +115,7 @@ def _write_documents(
         DocumentInput(
             document_id=ref.document_id,
             filename=ref.filename,
-            open=lambda key=ref.storage_key: open_blob(ctx.s3, docs_bucket, key),
+            open=partial(open_blob, ctx.s3, docs_bucket, ref.storage_key),
         )
         for ref in iter_documents(snap, ctx.catalog, tenant_id)
     )
@@ -123,7 +125,7 @@ def _write_documents(
         return _recording(sink(f"documents/{name}", "application/zip"), f"documents/{name}", parts)
 
     with sink("documents/index.csv", "text/csv; charset=utf-8") as index_out:
-        index = IndexWriter(index_out)
+        index = IndexWriter(cast(IO[bytes], index_out))
         summary = write_document_parts(
             inputs, open_part, index, part_limit=ctx.settings.zip_part_bytes,
             modified_at=datetime.now(UTC).replace(microsecond=0),
@@ -138,7 +140,7 @@ def _write_documents(
     return [index_record, *parts]
 
 
-class _recording(AbstractContextManager[IO[bytes]]):  # noqa: N801 - used like a function
+class _recording(AbstractContextManager[IO[bytes]]):
     """Wraps an upload so the finished part is recorded with its size and hash."""
 
     def __init__(self, inner: AbstractContextManager[objects.HashingSink], path: str,
@@ -148,7 +150,7 @@ class _recording(AbstractContextManager[IO[bytes]]):  # noqa: N801 - used like a
 
     def __enter__(self) -> IO[bytes]:
         self._sink = self._inner.__enter__()
-        return self._sink  # type: ignore[return-value]  # a RawIOBase is a valid byte sink
+        return cast(IO[bytes], self._sink)  # a RawIOBase is a valid byte sink
 
     def __exit__(self, *exc: Any) -> bool | None:
         result = self._inner.__exit__(*exc)
@@ -226,19 +228,14 @@ def load_package(ctx: RunContext, tenant_id: str, export_id: str | None
         raise BadInput(f"no complete export {export_id!r} for tenant {tenant_id!r}",
                        tenant_id=tenant_id) from err
     descriptor = json.loads(raw)
-    manifest = FileRecord(path=MANIFEST, bytes=len(raw), sha256=_sha256(raw), kind="manifest")
+    manifest = FileRecord(path=MANIFEST, bytes=len(raw), sha256=hashlib.sha256(raw).hexdigest(),
+                          kind="manifest")
     records = [
         FileRecord(path=r["path"], bytes=r["bytes"], sha256=r["hash"].removeprefix("sha256:"),
                    rows=r.get("rows"))
         for r in descriptor["resources"]
     ]
     return export_id, descriptor["created"], manifest, records
-
-
-def _sha256(data: bytes) -> str:
-    import hashlib  # noqa: PLC0415 - tiny helper
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def iter_redacted(result: ExportResult) -> Iterator[str]:

@@ -54,7 +54,7 @@ def postgres_mapping(declared: sat.TypeEngine[object]) -> ColumnMapping:
         return ColumnMapping(pa.date32())
     if isinstance(declared, sat.Time) and not declared.timezone:
         return ColumnMapping(pa.time64("us"))
-    if isinstance(declared, sat._Binary):  # noqa: SLF001 - the common base of BYTEA/LargeBinary
+    if isinstance(declared, sat._Binary):
         return ColumnMapping(pa.binary())
     if isinstance(declared, sat.JSON):
         return ColumnMapping(pa.string(), cast_to_text=True, schema_type="any")

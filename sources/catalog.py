@@ -108,7 +108,7 @@ def discover(engine: Engine, config: CatalogConfig) -> Catalog:
     try:
         inspector = inspect(engine)
         names = sorted(inspector.get_table_names(schema=config.db_schema))
-    except Exception as err:  # noqa: BLE001 - any driver error means the source is unusable
+    except Exception as err:
         raise SourceUnavailable(f"cannot read the platform database catalog: {err}") from err
     unknown = sorted(set(config.tables) - set(names))
     if unknown:

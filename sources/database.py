@@ -8,7 +8,7 @@ transaction on the driver connection (pysqlite would otherwise not open one for 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +155,9 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             return template
         return template.replace("%", "%%").replace("?", "%s")
 
-    def _rows(self, sql: str, params: Sequence[object]) -> Iterator[list[tuple[Any, ...]]]:
+    def _rows(
+        self, sql: str, params: Sequence[object]
+    ) -> Generator[list[tuple[Any, ...]], None, None]:
         if self.is_sqlite:
             cursor = self._conn.execute(sql, tuple(params))
         else:
@@ -179,10 +181,10 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         value: str,
         order_by: Sequence[str] = (),
         schema: str | None = None,
-    ) -> Iterator[tuple[Any, ...]]:
+    ) -> Generator[tuple[Any, ...], None, None]:
         """Rows of ``columns`` where ``filter_column = value``, lazily."""
         cols = ", ".join(self._quote(c) for c in columns)
-        sql = f"SELECT {cols} FROM {self._table_ref(table, schema)} "  # noqa: S608 - quoted
+        sql = f"SELECT {cols} FROM {self._table_ref(table, schema)} "
         sql += f"WHERE {self._quote(filter_column)} = ?"
         if order_by:
             sql += " ORDER BY " + ", ".join(self._quote(c) for c in order_by)
@@ -216,7 +218,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             f"CAST({self._quote(c.name)} AS TEXT)" if m.cast_to_text else self._quote(c.name)
             for c, m in zip(plan.columns, mappings, strict=True)
         ]
-        sql = f"SELECT {', '.join(exprs) or 'NULL'} FROM {self._table_ref(plan.name, schema)} "  # noqa: S608
+        sql = f"SELECT {', '.join(exprs) or 'NULL'} FROM {self._table_ref(plan.name, schema)} "
         sql += f"WHERE {self._quote(plan.filter_column)} = ?"
         if plan.primary_key:
             sql += " ORDER BY " + ", ".join(self._quote(c) for c in plan.primary_key)
@@ -235,7 +237,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         probes = ", ".join(
             f"group_concat(DISTINCT typeof({self._quote(c.name)}))" for c in plan.columns
         )
-        sql = f"SELECT {probes} FROM {self._table_ref(plan.name, schema)} "  # noqa: S608
+        sql = f"SELECT {probes} FROM {self._table_ref(plan.name, schema)} "
         sql += f"WHERE {self._quote(plan.filter_column)} = ?"
         row = self._conn.execute(sql, (tenant_id,)).fetchone()
         return [
@@ -248,7 +250,7 @@ def _to_batch(
     rows: list[tuple[Any, ...]], schema: pa.Schema, mappings: list[ColumnMapping]
 ) -> pa.RecordBatch:
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in mappings]
-    arrays = []
+    arrays: list[pa.Array] = []
     for values, mapping in zip(columns, mappings, strict=True):
         name = schema.field(len(arrays)).name
         try:

@@ -67,9 +67,9 @@ def upload(
     client: Any, bucket: str, key: str, *, content_type: str = "application/octet-stream",
     tenant_id: str | None = None, written: list[StoredObject] | None = None,
 ) -> Iterator[HashingSink]:
-    """A sink streaming to ``s3://bucket/key``; on success appends a ``StoredObject`` to ``written``."""
+    """A sink streaming to ``s3://bucket/key``; on success records a ``StoredObject``."""
     try:
-        writer = smart_s3.open(
+        writer: Any = smart_s3.open(
             bucket, key, "wb", client=client, min_part_size=PART_BYTES,
             client_kwargs={"S3.Client.create_multipart_upload": {"ContentType": content_type}},
         )

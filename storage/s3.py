@@ -8,7 +8,7 @@ environment.
 from __future__ import annotations
 
 import os
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import boto3
 from botocore.config import Config
@@ -33,7 +33,7 @@ def make_client() -> Any:
     config = Config(
         signature_version="s3v4",
         retries={"max_attempts": 5, "mode": "standard"},
-        s3={"addressing_style": style},
+        s3=cast(Any, {"addressing_style": style}),
         connect_timeout=10,
         read_timeout=60,
     )

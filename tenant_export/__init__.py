@@ -1,1 +1,1 @@
-"""Tenant data-export and offboarding pipeline: shared kernel (errors, ids, settings) and the CLI."""
+"""Tenant data-export and offboarding pipeline: shared kernel (errors, ids, settings), CLI."""

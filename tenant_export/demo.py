@@ -56,7 +56,8 @@ def run_demo(tenant: str) -> None:
     state.mkdir(parents=True, exist_ok=True)
     emulator = None
     if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
-        print(f"S3: using the configured endpoint {os.environ.get('AWS_ENDPOINT_URL_S3') or os.environ.get('AWS_ENDPOINT_URL')}")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        print(f"S3: using the configured endpoint {endpoint}")
     else:
         emulator = _start_emulator()
         print(f"S3: started a LOCAL S3 EMULATOR (moto) at {os.environ['AWS_ENDPOINT_URL_S3']}.")

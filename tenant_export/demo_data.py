@@ -74,7 +74,7 @@ DOCUMENTS: list[tuple[str, str, str, bytes | None]] = [
     ("harbour-rowing", "tab\tand\nnewline.txt", "hr/0008", b""),
     ("harbour-rowing", "lost-receipt.pdf", "hr/0009", None),
     ("chess-club", "Turnierordnung.pdf", "cc/0001", b"%PDF-1.4 rules"),
-    ("choir", "Noten – Ave verum.pdf", "ch/0001", b"%PDF-1.5 scores"),
+    ("choir", "Noten \u2013 Ave verum.pdf", "ch/0001", b"%PDF-1.5 scores"),
 ]
 
 

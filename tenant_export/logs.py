@@ -14,9 +14,7 @@ _ENGINE_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engin
 
 class _NoEngineTracebacks(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith(_ENGINE_LOGGERS) and record.levelno >= logging.ERROR:
-            return False
-        return True
+        return not (record.name.startswith(_ENGINE_LOGGERS) and record.levelno >= logging.ERROR)
 
 
 def quiet_console(debug: bool) -> None:

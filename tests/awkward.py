@@ -11,7 +11,6 @@ import itertools
 import os
 import sqlite3
 from datetime import UTC, date, datetime, timedelta, timezone
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 TENANTS = [("t-1", "Tenant One"), ("t-2", "Tenant Two"), ("t-empty", "Nobody home")]
@@ -144,7 +143,7 @@ def create_sqlite(path: str) -> None:
 
 
 def create_postgres(url: str) -> None:
-    import psycopg  # noqa: PLC0415
+    import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")

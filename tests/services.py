@@ -74,7 +74,7 @@ def postgres_server() -> Iterator[str]:
     try:
         wait_for_port(port)
         url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        import psycopg  # noqa: PLC0415
+        import psycopg
 
         deadline = time.monotonic() + 30
         while True:
@@ -121,9 +121,9 @@ def s3rver_server() -> Iterator[str]:
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """moto's S3 over HTTP on a free port (does not check signatures: not for link tests)."""
-    import logging  # noqa: PLC0415
+    import logging
 
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415
+    from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = free_port()

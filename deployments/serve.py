@@ -1,0 +1,71 @@
+"""``tenant-export serve``: a Prefect server plus the deployments operators run from the UI.
+
+When ``PREFECT_API_URL`` is set, the deployments are served against that server; otherwise a
+local server is started on 127.0.0.1 (SQLite-backed, as ``prefect server start`` does) and
+stopped on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import cast
+
+from tenant_export.errors import ExportError
+
+DEPLOYMENT_NAMES = {"offboarding_export": "offboarding-export", "export_links": "export-links"}
+
+
+def _wait_healthy(api_url: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise ExportError(f"the Prefect server at {api_url} did not become healthy in {timeout:g} s")
+
+
+def serve_all(port: int) -> None:
+    """Serve the flows as deployments (blocks until interrupted)."""
+    server: subprocess.Popen[bytes] | None = None
+    if not os.environ.get("PREFECT_API_URL"):
+        api_url = f"http://127.0.0.1:{port}/api"
+        env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_UI_API_URL": api_url}
+        server = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)], env=env,
+        )
+        os.environ["PREFECT_API_URL"] = api_url
+        _wait_healthy(api_url)
+        print(f"Prefect UI: http://127.0.0.1:{port}  (API {api_url})")
+    try:
+        from prefect import serve  # noqa: PLC0415 - after PREFECT_API_URL is set
+        from prefect.deployments.runner import RunnerDeployment  # noqa: PLC0415
+
+        from flows.export_flow import export_links, offboarding_export  # noqa: PLC0415
+
+        serve(
+            cast(RunnerDeployment, offboarding_export.to_deployment(
+                name=DEPLOYMENT_NAMES["offboarding_export"],
+                description="Self-service offboarding export of one tenant (CSV + ZIP, "
+                "signed links).",
+                tags=["offboarding"],
+            )),
+            cast(RunnerDeployment, export_links.to_deployment(
+                name=DEPLOYMENT_NAMES["export_links"],
+                description="Fresh signed links for a retained export.",
+                tags=["offboarding"],
+            )),
+        )
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
