@@ -115,9 +115,8 @@ def test_lock_is_strict_when_the_limit_vanishes(prefect_server: None) -> None:
     from flows.locks import lock_name
 
     name = lock_name("never-created")
-    with get_client(sync_client=True) as client:
-        with contextlib.suppress(Exception):  # absent already
-            client.delete_global_concurrency_limit_by_name(name)
+    with get_client(sync_client=True) as client, contextlib.suppress(Exception):
+        client.delete_global_concurrency_limit_by_name(name)  # absent already is fine
     with pytest.raises(Exception, match=r"not found|does not exist|Concurrency limit"), concurrency(
             name, occupy=1, timeout_seconds=1, strict=True):
         pass
