@@ -33,8 +33,11 @@ def _csv_type(arrow_type: pa.DataType) -> pa.DataType:
 def _convert(array: pa.Array) -> pa.Array:
     kind = array.type
     if pa.types.is_timestamp(kind):
-        text = pc.strftime(array, format="%Y-%m-%dT%H:%M:%S")
-        return pc.binary_join_element_wise(text, "+00:00", "") if kind.tz else text
+        if kind.tz:  # same instant, rendered in UTC with an explicit offset
+            utc = pc.cast(array, pa.timestamp(kind.unit, "UTC"))
+            text = pc.strftime(utc, format="%Y-%m-%dT%H:%M:%S")
+            return pc.binary_join_element_wise(text, "+00:00", "")
+        return pc.strftime(array, format="%Y-%m-%dT%H:%M:%S")
     if pa.types.is_date(kind):
         return pc.strftime(array, format="%Y-%m-%d")
     if pa.types.is_time(kind):

@@ -11,32 +11,45 @@ import re
 import unicodedata
 
 _FORBIDDEN = re.compile(r'[\\/:*?"<>|]')
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+_WINDOWS_RESERVED = re.compile(
+    r"(con|prn|aux|nul|com[0-9\u00b9\u00b2\u00b3]|lpt[0-9\u00b9\u00b2\u00b3])(\..*)?",
+    re.IGNORECASE,
+)
+DEFAULT_FALLBACK = "file"
 MAX_NAME_BYTES = 200
 
 
-def safe_name(original: str, fallback: str) -> str:
-    """A single path component derived from ``original``; ``fallback`` when nothing is left."""
-    name = unicodedata.normalize("NFC", original)
+def safe_name(original: str, fallback: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """A single path component derived from ``original``; ``fallback`` when nothing is left.
+
+    The fallback goes through the same cleaning (it may embed an id from the database).
+    """
+    name = _clean(original)
+    if not name:
+        name = _clean(fallback) or DEFAULT_FALLBACK
+    name = _truncate(name, max_bytes)
+    if _WINDOWS_RESERVED.fullmatch(name):
+        name = _truncate(f"_{name}", max_bytes)
+    return name
+
+
+def _clean(text: str) -> str:
+    name = unicodedata.normalize("NFC", text)
     name = "".join(
         "_" if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") else ch for ch in name
     )
     name = _FORBIDDEN.sub("_", name)
     name = re.sub(r"\.{2,}", ".", name).strip(" .")
-    if not name or set(name) <= {"_"}:
-        name = fallback
-    if _WINDOWS_RESERVED.match(name):
-        name = f"_{name}"
-    return _truncate(name)
+    return "" if set(name) <= {"_"} else name
 
 
-def _truncate(name: str) -> str:
-    if len(name.encode()) <= MAX_NAME_BYTES:
+def _truncate(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    if len(name.encode()) <= max_bytes:
         return name
     stem, dot, ext = name.rpartition(".")
     if not dot or len(ext) > 16:
         stem, ext = name, ""
-    budget = MAX_NAME_BYTES - len(ext.encode()) - (1 if ext else 0)
+    budget = max_bytes - len(ext.encode()) - (1 if ext else 0)
     cut = stem.encode()[:budget].decode(errors="ignore").rstrip(" .")
     return f"{cut}.{ext}" if ext else cut
 
@@ -53,7 +66,9 @@ class UniqueNames:
         candidate, n = name, 1
         while candidate.casefold() in self._used:
             n += 1
-            stem, dot, ext = name.rpartition(".")
-            candidate = f"{stem} ({n}).{ext}" if dot and stem else f"{name} ({n})"
+            suffix = f" ({n})"
+            short = safe_name(original, fallback, MAX_NAME_BYTES - len(suffix))
+            stem, dot, ext = short.rpartition(".")
+            candidate = f"{stem}{suffix}.{ext}" if dot and stem else f"{short}{suffix}"
         self._used.add(candidate.casefold())
         return candidate

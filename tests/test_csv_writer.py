@@ -147,11 +147,6 @@ def test_zoned_timestamp_in_seconds_unit() -> None:
     assert datetime.fromisoformat(text) == moment
 
 
-@pytest.mark.xfail(
-    reason="BUG: csv_writer._convert formats a zoned timestamp in its own zone (pc.strftime) and "
-    "then appends '+00:00': for tz='Europe/Paris' 03:04:05Z is written as 04:04:05+00:00",
-    strict=True,
-)
 @pytest.mark.parametrize("tz", ["Europe/Paris", "+05:30"])
 def test_non_utc_zoned_timestamps_keep_the_instant(tz: str) -> None:
     moment = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)

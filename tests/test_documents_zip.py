@@ -164,12 +164,6 @@ def test_parts_split_by_size_without_splitting_documents() -> None:
         assert row[2] in unzip(result.parts.stored[str(row[1])])
 
 
-@pytest.mark.xfail(
-    reason="BUG: documents.py compares part_limit with bytes already yielded by stream_zip, "
-    "which buffers up to 64 KiB (chunk_size) and emits a member's data only after the next "
-    "member starts: a part already holding >= part_limit bytes takes one more document",
-    strict=True,
-)
 def test_part_is_closed_after_the_document_that_reaches_the_limit() -> None:
     rng = random.Random(3)
     blobs = [rng.randbytes(40_000) for _ in range(3)]
@@ -212,12 +206,6 @@ def test_duplicate_and_hostile_filenames_get_unique_safe_paths() -> None:
     assert all(members[str(r[2])] == str(r[0]).encode() for r in result.index)
 
 
-@pytest.mark.xfail(
-    reason="BUG: documents.py uses f'document-{document_id}' as the fallback name and "
-    "safe_name does not sanitise the fallback: id '../../x' with an empty filename gives "
-    "ZIP path 'document-../../x' (zip-slip)",
-    strict=True,
-)
 def test_fallback_name_from_hostile_document_id_is_safe() -> None:
     result = run([doc("../../x", "", b"data")])
     path = str(result.index[0][2])

@@ -94,11 +94,6 @@ def test_names_merely_starting_with_a_reserved_word_are_kept() -> None:
     assert safe_name("nully", FALLBACK) == "nully"
 
 
-@pytest.mark.xfail(
-    reason="BUG: exporters/names.py _WINDOWS_RESERVED misses COM¹ COM² COM³ LPT¹ LPT² LPT³, "
-    "which Windows also reserves (documented by Microsoft; ntpath.isreserved in 3.13)",
-    strict=True,
-)
 @pytest.mark.parametrize("original", ["COM¹", "lpt².txt"])
 def test_windows_reserved_superscript_digits(original: str) -> None:
     assert not _RESERVED.match(safe_name(original, FALLBACK))
@@ -144,11 +139,6 @@ def test_long_name_with_huge_extension_is_cut_as_a_whole() -> None:
     assert name.startswith("a.b")
 
 
-@pytest.mark.xfail(
-    reason="BUG: exporters/names.py checks Windows reserved names before _truncate, so a long "
-    "name that truncates to a reserved one ('CON' + spaces + 'x') comes out as 'CON'",
-    strict=True,
-)
 def test_truncation_cannot_produce_a_reserved_name() -> None:
     name = safe_name("CON" + " " * 300 + "x", FALLBACK)
     assert not _RESERVED.match(name), name
@@ -190,11 +180,6 @@ def test_claim_nfc_and_nfd_spellings_collide() -> None:
     assert first.casefold() != second.casefold()
 
 
-@pytest.mark.xfail(
-    reason="BUG: UniqueNames.claim appends ' (n)' after safe_name truncated to MAX_NAME_BYTES, "
-    "so a duplicate long name comes out at 204 bytes (> 200)",
-    strict=True,
-)
 def test_claim_keeps_duplicate_long_names_within_the_byte_limit() -> None:
     names = UniqueNames()
     long = "x" * 300 + ".pdf"
@@ -203,11 +188,6 @@ def test_claim_keeps_duplicate_long_names_within_the_byte_limit() -> None:
     assert len(second.encode()) <= MAX_NAME_BYTES
 
 
-@pytest.mark.xfail(
-    reason="BUG: safe_name returns `fallback` unsanitised; documents.py passes "
-    "f'document-{document_id}', so a document id like '../../x' escapes as a ZIP path",
-    strict=True,
-)
 def test_fallback_is_sanitised_too() -> None:
     _assert_safe(safe_name("", "document-../../etc/x"))
 
