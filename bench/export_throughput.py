@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pyarrow as pa
 from botocore.config import Config
 
 from flows.context import RunContext
@@ -61,6 +62,7 @@ DOCUMENTS_BUCKET = "bench-documents"
 EXPORT_BUCKET = "bench-exports"
 CHILD_TIMEOUT_S = 900.0
 MIB = 1024 * 1024
+GNU_TIME = next((p for p in ("/usr/bin/time", "/bin/time") if os.access(p, os.X_OK)), None)
 
 CATALOG_TABLES_ONLY = "[tables.documents]\nskip = true\n"
 CATALOG_DOCUMENTS_ONLY = "[tables.members]\nskip = true\n"
@@ -138,17 +140,27 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Measured:
-    """One child process: wall time, CPU time and peak RSS from its own rusage."""
+    """One child process: wall time, CPU time and peak RSS (None when it cannot be known)."""
 
     seconds: float
     cpu_seconds: float
-    peak_rss_kib: int
+    peak_rss_kib: int | None
 
 
 def run_measured(argv: list[str], env: dict[str, str], logs: Path, name: str,
-                 stdin: Path | None = None) -> Measured:
-    """Spawn ``argv`` and wait for it with ``wait4``: the rusage is that child's alone."""
+                 stdin: Path | None = None, *, rss: bool = True) -> Measured:
+    """Spawn ``argv``, wait for it with ``wait4`` and return its wall and CPU time.
+
+    The peak RSS is taken from GNU ``time`` when it is installed: Linux carries the parent's
+    high-water mark into a child's ``ru_maxrss`` across ``exec`` (``posix_spawn`` shares the
+    parent's memory until then), so rusage from this large process would be meaningless.
+    ``time`` is a small process: what it reports is the tool's own peak (+ about 1 MiB).
+    """
     out, err = logs / f"{name}.stdout", logs / f"{name}.stderr"
+    rss_file = logs / f"{name}.maxrss"
+    timer = GNU_TIME if rss else None
+    if timer is not None:
+        argv = [timer, "-f", "%M", "-o", str(rss_file), *argv]
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     actions: list[tuple[Any, ...]] = [
         (os.POSIX_SPAWN_OPEN, 1, str(out), flags, 0o600),
@@ -172,21 +184,39 @@ def run_measured(argv: list[str], env: dict[str, str], logs: Path, name: str,
     if code != 0:
         tail = err.read_text(errors="replace").strip().splitlines()[-5:]
         raise BenchError(f"{name}: exit status {code}: " + " | ".join(tail))
-    return Measured(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+    peak = None
+    if timer is not None:
+        peak = int(rss_file.read_text(encoding="utf-8").split()[-1])
+    return Measured(seconds, usage.ru_utime + usage.ru_stime, peak)
 
 
 # -- the export child (runs in a fresh interpreter) --------------------------------------------
 
 
+def _peak_rss_kib() -> int:
+    """This process's own high-water RSS since ``exec`` (``VmHWM``), in KiB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise BenchError("no VmHWM in /proc/self/status")
+
+
 def _now() -> tuple[float, float, int]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return time.perf_counter(), usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    return time.perf_counter(), usage.ru_utime + usage.ru_stime, _peak_rss_kib()
 
 
 def child_export(tenant: str, result_path: Path) -> None:
     """Write, then verify, one package of ``tenant`` exactly as the flow does, minus Prefect."""
+    ready = time.time()
     ctx = RunContext.open(Settings())
     try:
+        opened, rss_opened = time.time(), _peak_rss_kib()
+        # pyarrow imports pandas on its first pa.array() of Python values: a one-off per process
+        # (about 1 s when bytecode is not cached), timed apart from the export itself.
+        pa.array([0], type=pa.int64())
+        warmed = time.time()
         export_id = new_export_id()
         t0, cpu0, rss0 = _now()
         records = write_package(ctx, tenant, export_id)
@@ -197,6 +227,8 @@ def child_export(tenant: str, result_path: Path) -> None:
     finally:
         ctx.close()
     result = {
+        "imported_at": ready, "open_s": opened - ready, "warmup_s": warmed - opened,
+        "opened_rss_kib": rss_opened,
         "write_s": t1 - t0, "write_cpu_s": cpu1 - cpu0,
         "verify_s": t2 - t1, "verify_cpu_s": cpu2 - cpu1,
         "baseline_rss_kib": rss0, "after_write_rss_kib": rss1, "peak_rss_kib": rss2,
@@ -217,6 +249,10 @@ class ExportRun:
     verify_cpu_s: float
     baseline_rss_kib: int
     peak_rss_kib: int
+    import_s: float
+    open_s: float
+    warmup_s: float
+    opened_rss_kib: int
     files: list[dict[str, Any]]
 
     def bytes_of(self, kind: str) -> int:
@@ -231,12 +267,15 @@ def measure_export(tenant: str, env: dict[str, str], work: Path, name: str) -> E
     result = work / "logs" / f"{name}.json"
     argv = [sys.executable, str(Path(__file__).resolve()), "--child-export", tenant,
             "--child-result", str(result)]
-    process = run_measured(argv, env, work / "logs", name)
+    spawned = time.time()
+    process = run_measured(argv, env, work / "logs", name, rss=False)  # it reports VmHWM
     data = json.loads(result.read_text(encoding="utf-8"))
     return ExportRun(process=process, write_s=data["write_s"], write_cpu_s=data["write_cpu_s"],
                      verify_s=data["verify_s"], verify_cpu_s=data["verify_cpu_s"],
                      baseline_rss_kib=data["baseline_rss_kib"],
-                     peak_rss_kib=max(data["peak_rss_kib"], process.peak_rss_kib),
+                     peak_rss_kib=data["peak_rss_kib"],
+                     import_s=data["imported_at"] - spawned, open_s=data["open_s"],
+                     warmup_s=data["warmup_s"], opened_rss_kib=data["opened_rss_kib"],
                      files=data["files"])
 
 
@@ -499,10 +538,17 @@ def _print_report(args: argparse.Namespace, plat: Platform, rows_out: list[Row],
               f"{_ratio(docs.write_s, measured.seconds)}, cpu "
               f"{_ratio(docs.write_cpu_s, measured.cpu_seconds)} (archive {size / MIB:.1f} MiB, "
               f"ours {docs.bytes_of('zip') / MIB:.1f} MiB)")
-    print(f"  ours tables peak RSS: {tables.peak_rss_kib / 1024:.0f} MiB = "
-          f"{_ratio(tables.peak_rss_kib, native.peak_rss_kib)} sqlite3's; "
-          f"interpreter + imports + RunContext before any row: "
+    native_rss = ("n/a (GNU time not installed)" if native.peak_rss_kib is None
+                  else _ratio(tables.peak_rss_kib, native.peak_rss_kib))
+    print(f"  ours tables peak RSS: {tables.peak_rss_kib / 1024:.0f} MiB = {native_rss} "
+          f"sqlite3's; before the first row (interpreter, imports, RunContext): "
           f"{tables.baseline_rss_kib / 1024:.0f} MiB")
+    cache = " (PYTHONDONTWRITEBYTECODE is set: every process compiles its imports)" if (
+        os.environ.get("PYTHONDONTWRITEBYTECODE")) else ""
+    print(f"  per export process, untimed above: start + imports {tables.import_s:.1f} s, "
+          f"RunContext.open {tables.open_s:.2f} s, pyarrow's lazy pandas import "
+          f"{tables.warmup_s:.1f} s and "
+          f"+{(tables.baseline_rss_kib - tables.opened_rss_kib) / 1024:.0f} MiB{cache}")
     print()
     print("bounded memory (full package: every table + documents, write + verify, fresh process):")
     for tenant, run in ((BIG_TENANT, full_big), (SMALL_TENANT, full_small)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from datetime import UTC, datetime
 from functools import partial
 from typing import IO, Any, cast
@@ -111,20 +111,21 @@ def _write_documents(
     sink: Any,
 ) -> list[FileRecord]:
     docs_bucket = ctx.settings.documents_bucket
+    refs = iter_documents(snap, ctx.catalog, tenant_id)
     inputs = (
         DocumentInput(
             document_id=ref.document_id,
             filename=ref.filename,
             open=partial(open_blob, ctx.s3, docs_bucket, ref.storage_key),
         )
-        for ref in iter_documents(snap, ctx.catalog, tenant_id)
+        for ref in refs
     )
     parts: list[FileRecord] = []
 
     def open_part(name: str) -> AbstractContextManager[IO[bytes]]:
         return _recording(sink(f"documents/{name}", "application/zip"), f"documents/{name}", parts)
 
-    with sink("documents/index.csv", "text/csv; charset=utf-8") as index_out:
+    with closing(refs), sink("documents/index.csv", "text/csv; charset=utf-8") as index_out:
         index = IndexWriter(cast(IO[bytes], index_out))
         summary = write_document_parts(
             inputs, open_part, index, part_limit=ctx.settings.zip_part_bytes,

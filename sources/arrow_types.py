@@ -4,8 +4,10 @@ PostgreSQL columns map by declared type; types with no exact Arrow equivalent (n
 uuid, interval, arrays, ...) are read as the server's own text rendering, which is exact.
 SQLite columns map by the storage classes actually present (``typeof``), not the declared type:
 SQLite keeps ``'abc'`` as text in an INTEGER column, and a column holding several storage classes
-is rendered value by value as text (field type ``any``), followed by a companion column
-``<name>__sqlite_type`` giving each value's storage class, so nothing about the value is lost.
+is rendered value by value as text. Integers mixed with reals stay a ``number`` column (a real
+is always written with a ``.`` or an exponent); any other mix becomes field type ``any``, followed
+by a companion column ``<name>__sqlite_type`` giving each value's storage class, so nothing about
+the value is lost.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class ColumnMapping:
     cast_to_text: bool = False
     schema_type: str | None = None
     mixed: bool = False
+    companion: bool = False
     storage_classes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -77,7 +80,13 @@ def sqlite_mapping(declared_text: str, storage_classes: set[str]) -> ColumnMappi
     if len(classes) == 1:
         return ColumnMapping(_AFFINITY_TYPES[classes[0]], storage_classes=classes)
     if len(classes) > 1:
-        return ColumnMapping(pa.string(), schema_type="any", mixed=True, storage_classes=classes)
+        if set(classes) == {"integer", "real"}:
+            # NUMERIC affinity keeps 60 as integer and 42.5 as real. The text tells them apart
+            # (a real is always written with '.', 'e', 'inf' or 'nan'), so no companion column.
+            return ColumnMapping(pa.string(), schema_type="number", mixed=True,
+                                 storage_classes=classes)
+        return ColumnMapping(pa.string(), schema_type="any", mixed=True, companion=True,
+                             storage_classes=classes)
     return ColumnMapping(_affinity(declared_text))
 
 

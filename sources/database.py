@@ -7,6 +7,7 @@ transaction on the driver connection (pysqlite would otherwise not open one for 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -167,7 +168,9 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             while rows := cursor.fetchmany(self._batch_rows):
                 yield rows
         finally:
-            cursor.close()
+            # An abandoned reader may be closed after its snapshot; the cursor went with it.
+            with contextlib.suppress(Exception):
+                cursor.close()
 
     def _table_ref(self, name: str, schema: str | None) -> str:
         ref = self._quote(name)
@@ -210,7 +213,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         fields: list[pa.Field] = []
         for column, mapping in zip(plan.columns, mappings, strict=True):
             fields.append(arrow_field(column.name, mapping, column.declared_text))
-            if mapping.mixed:
+            if mapping.companion:
                 fields.append(companion_field(column.name, taken))
                 taken.add(fields[-1].name)
         arrow_schema = pa.schema(fields)
@@ -256,7 +259,8 @@ def _to_batch(
         try:
             if mapping.mixed:
                 arrays.append(pa.array([render_mixed(v) for v in values], type=pa.string()))
-                arrays.append(pa.array([storage_class(v) for v in values], type=pa.string()))
+                if mapping.companion:
+                    arrays.append(pa.array([storage_class(v) for v in values], type=pa.string()))
             else:
                 arrays.append(pa.array(values, type=mapping.arrow_type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:

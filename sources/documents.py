@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,9 @@ class DocumentRef:
     storage_key: str | None
 
 
-def iter_documents(snapshot: Snapshot, catalog: Catalog, tenant_id: str) -> Iterator[DocumentRef]:
+def iter_documents(
+    snapshot: Snapshot, catalog: Catalog, tenant_id: str
+) -> Generator[DocumentRef, None, None]:
     """The tenant's documents in id order; nothing when the platform has no documents table."""
     rule = catalog.config.documents
     plan = catalog.table(rule.table)

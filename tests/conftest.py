@@ -48,7 +48,8 @@ def postgres_url() -> Iterator[str]:
 
 
 def s3_client(endpoint: str) -> Any:
-    return boto3.client(
+    # A fresh session: boto3's default session caches the first credentials it resolved.
+    return boto3.session.Session().client(
         "s3", endpoint_url=endpoint, region_name="us-east-1",
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )

@@ -58,6 +58,9 @@ def decode(field: dict[str, Any], text: str | None, backend: str) -> Any:
     if kind == "number":
         if backend == "postgresql" and source.startswith(("NUMERIC", "DECIMAL")):
             return Decimal(text)
+        if "integer" in field.get("x-sqlite-storage-classes", []) and not any(
+                marker in text.lower() for marker in (".", "e", "inf", "nan")):
+            return int(text)  # an integer stored in a NUMERIC column mixing integers and reals
         return float(text)
     if kind == "boolean":
         return {"true": True, "false": False}[text]

@@ -105,6 +105,11 @@ def test_sqlite_round_trip(sqlite_platform: Platform) -> None:
     assert mixed["mixed"]["type"] == "any"
     assert set(mixed["mixed"]["x-sqlite-storage-classes"]) == {"integer", "real", "text"}
     assert "anything__sqlite_type" in mixed
+    members = next(r for r in package["resources"] if r.get("x-source-table") == "members")
+    fields = {f["name"]: f for f in members["schema"]["fields"]}
+    assert fields["balance"]["type"] == "number"  # NUMERIC affinity: integers and reals
+    assert set(fields["balance"]["x-sqlite-storage-classes"]) == {"integer", "real"}
+    assert "balance__sqlite_type" not in fields
 
 
 @pytest.mark.postgres
