@@ -8,8 +8,9 @@ A benchmark, not a test: it prints figures and checks nothing beyond each step s
 The parent process generates a SQLite platform database (tenant ``acme`` with ``--rows`` member
 rows and ``--documents`` documents, tenant ``globex`` with a quarter of each, rows interleaved),
 uploads the documents to a local S3 emulator (moto, run inside the parent) and then measures
-each step in its own fresh child process, so every peak RSS belongs to one measurement only
-(``os.wait4`` returns the rusage of exactly that child):
+each step in its own fresh child process, so every peak RSS belongs to one measurement only: an
+export child reports its own ``VmHWM``; a native tool runs under GNU ``time`` (see
+``run_measured`` for why the parent's rusage cannot be used). CPU time comes from ``wait4``.
 
 - ``sqlite3 -csv``: the native tool dumping the tenant's ``tenants`` and ``members`` rows.
 - ours, tables: ``flows.packaging.write_package`` then ``verify_package`` with a catalog that
@@ -323,17 +324,17 @@ class Platform:
     """The generated data set, as counted back from the database."""
 
     db: Path
+    blobs_dir: Path  # local copies of the big tenant's blobs, for zip
     rows: dict[str, int] = field(default_factory=dict)
     documents: dict[str, int] = field(default_factory=dict)
     document_bytes: dict[str, int] = field(default_factory=dict)
-    blobs_dir: Path | None = None
 
 
 def create_platform(work: Path, rows: int, documents: int, doc_kib: int, client: Any) -> Platform:
     """The SQLite platform database, the blobs in the documents bucket and local copies."""
     db = work / "platform.sqlite"
     platform_ = Platform(db=db, blobs_dir=work / "blobs" / BIG_TENANT)
-    platform_.blobs_dir.mkdir(parents=True)  # type: ignore[union-attr]
+    platform_.blobs_dir.mkdir(parents=True)
     small_docs = max(1, documents // 4)
     doc_specs = [(BIG_TENANT, i) for i in range(documents)] + [
         (SMALL_TENANT, i) for i in range(small_docs)]
@@ -368,7 +369,7 @@ def create_platform(work: Path, rows: int, documents: int, doc_kib: int, client:
         blob = os.urandom(size)  # like PDFs and JPEGs: incompressible
         client.put_object(Bucket=DOCUMENTS_BUCKET, Key=key, Body=blob)
         if tenant == BIG_TENANT:
-            (platform_.blobs_dir / f"{index:06d}.pdf").write_bytes(blob)  # type: ignore[operator]
+            (platform_.blobs_dir / f"{index:06d}.pdf").write_bytes(blob)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(upload, range(len(doc_rows))))
@@ -469,7 +470,7 @@ def _run(args: argparse.Namespace, work: Path, endpoint: str, sqlite_tool: str,
     full_small = measure_export(SMALL_TENANT, env_for["full"], work, "ours-full-small")
 
     zips: list[tuple[str, Measured, int]] = []
-    if zip_tool is not None and plat.blobs_dir is not None:
+    if zip_tool is not None:
         for level in ("-0", "-1"):
             target = work / f"zip{level}.zip"
             measured = run_measured([zip_tool, level, "-q", "-r", str(target), str(plat.blobs_dir)],
