@@ -34,8 +34,11 @@ def _wait_healthy(api_url: str, timeout: float = 90.0) -> None:
 
 def serve_all(port: int) -> None:
     """Serve the flows as deployments (blocks until interrupted)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+
     server: subprocess.Popen[bytes] | None = None
-    if not os.environ.get("PREFECT_API_URL"):
+    api_url = os.environ.get("PREFECT_API_URL", "")
+    if not api_url:
         api_url = f"http://127.0.0.1:{port}/api"
         env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "PREFECT_UI_API_URL": api_url}
@@ -43,16 +46,15 @@ def serve_all(port: int) -> None:
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
              "--port", str(port)], env=env,
         )
-        os.environ["PREFECT_API_URL"] = api_url
         _wait_healthy(api_url)
         print(f"Prefect UI: http://127.0.0.1:{port}  (API {api_url})")
     try:
-        from prefect import serve  # noqa: PLC0415 - after PREFECT_API_URL is set
+        from prefect import serve  # noqa: PLC0415
         from prefect.deployments.runner import RunnerDeployment  # noqa: PLC0415
 
         from flows.export_flow import export_links, offboarding_export  # noqa: PLC0415
 
-        serve(
+        deployments = (
             cast(RunnerDeployment, offboarding_export.to_deployment(
                 name=DEPLOYMENT_NAMES["offboarding_export"],
                 description="Self-service offboarding export of one tenant (CSV + ZIP, "
@@ -65,6 +67,9 @@ def serve_all(port: int) -> None:
                 tags=["offboarding"],
             )),
         )
+        # Settings are read when Prefect is imported: point this process at the server here.
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            serve(*deployments)
     finally:
         if server is not None:
             server.terminate()
