@@ -14,7 +14,7 @@ from exporters.datapackage import FileRecord
 from flows import packaging
 from flows.context import RunContext
 from flows.locks import tenant_lock
-from tenant_export.errors import is_transient
+from tenant_export.errors import BadInput, is_transient
 from tenant_export.ids import (
     DEFAULT_LINK_TTL_SECONDS,
     MAX_LINK_TTL_SECONDS,
@@ -38,7 +38,10 @@ class ExportRequest(BaseModel):
     @field_validator("tenant_id")
     @classmethod
     def _valid_tenant(cls, value: str) -> str:
-        return validate_tenant_id(value)
+        try:
+            return validate_tenant_id(value)
+        except BadInput as err:  # pydantic reports ValueError as a form validation error
+            raise ValueError(str(err)) from err
 
 
 def _retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
