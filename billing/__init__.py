@@ -1,0 +1,1 @@
+"""Billing rules for assisted migration and the SLA support calendar (pure, no I/O)."""
