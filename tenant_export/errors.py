@@ -42,6 +42,10 @@ class SourceUnavailable(TerminalError):
     """The platform database cannot be reached or read."""
 
 
+class ControlDbError(TerminalError):
+    """The control database (ledger, audit) cannot be reached or written."""
+
+
 class StorageError(TerminalError):
     """An S3 operation failed for a reason retrying will not fix (missing bucket, denied)."""
 
