@@ -61,7 +61,7 @@ _POSTGRES_GUARDS = [
 
 
 @event.listens_for(events_table, "after_create")
-def _guard(target: Table, connection: Any, **_: Any) -> None:
+def _guard(_target: Table, connection: Any, **_: Any) -> None:
     guards = _SQLITE_GUARDS if connection.dialect.name == "sqlite" else _POSTGRES_GUARDS
     for ddl in guards:
         connection.execute(ddl)
