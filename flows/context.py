@@ -30,6 +30,11 @@ class RunContext:
         catalog = discover(engine, config)
         return cls(settings=settings, engine=engine, catalog=catalog, s3=make_client())
 
+    @staticmethod
+    def s3_only() -> Any:
+        """An S3 client for steps that do not touch the platform database."""
+        return make_client()
+
     def close(self) -> None:
         """Release pooled database connections."""
         self.engine.dispose()

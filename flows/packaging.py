@@ -60,6 +60,14 @@ def package_prefix(tenant_id: str, export_id: str) -> str:
 
 def check_request(ctx: RunContext, tenant_id: str) -> None:
     """Refuse before anything is written: unknown tenant (exit 2), missing buckets (exit 1)."""
+    check_tenant(ctx, tenant_id)
+    require_bucket(ctx.s3, ctx.settings.export_bucket, "export", tenant_id)
+    if ctx.catalog.table(ctx.catalog.config.documents.table) is not None:
+        require_bucket(ctx.s3, ctx.settings.documents_bucket, "documents", tenant_id)
+
+
+def check_tenant(ctx: RunContext, tenant_id: str) -> None:
+    """``UnknownTenant`` (exit 2) unless the platform's tenants table lists the id."""
     validate_tenant_id(tenant_id)
     tenants = ctx.catalog.tenants
     if tenants is None:
@@ -71,9 +79,6 @@ def check_request(ctx: RunContext, tenant_id: str) -> None:
         if not snap.exists(tenants.name, tenants.filter_column, tenant_id,
                            schema=ctx.catalog.config.db_schema):
             raise UnknownTenant(f"unknown tenant {tenant_id!r}", tenant_id=tenant_id)
-    require_bucket(ctx.s3, ctx.settings.export_bucket, "export", tenant_id)
-    if ctx.catalog.table(ctx.catalog.config.documents.table) is not None:
-        require_bucket(ctx.s3, ctx.settings.documents_bucket, "documents", tenant_id)
 
 
 def write_package(
@@ -237,6 +242,32 @@ def load_package(ctx: RunContext, tenant_id: str, export_id: str | None
         for r in descriptor["resources"]
     ]
     return export_id, descriptor["created"], manifest, records
+
+
+def deliver(ctx: RunContext, tenant_id: str, export_id: str, records: list[FileRecord],
+            manifest: FileRecord, target_uri: str) -> list[str]:
+    """Copy a verified package into a successor's bucket (``s3://bucket/prefix``), verified.
+
+    The copy streams through this process, so the target may live on another S3 endpoint
+    reachable with the same credentials (cross-account access granted by the successor).
+    """
+    bucket, _, prefix = target_uri.removeprefix("s3://").partition("/")
+    if not target_uri.startswith("s3://") or not bucket:
+        raise BadInput(f"target {target_uri!r} is not an s3://bucket/prefix URI",
+                       tenant_id=tenant_id)
+    require_bucket(ctx.s3, bucket, "target", tenant_id)
+    base = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    source = package_prefix(tenant_id, export_id)
+    copied: list[str] = []
+    for record in [manifest, *records]:
+        key = f"{base}{tenant_id}/{export_id}/{record.path}"
+        with objects.upload(ctx.s3, bucket, key, tenant_id=tenant_id) as out:
+            objects.copy_stream(ctx.s3, ctx.settings.export_bucket, source + record.path, out,
+                                tenant_id)
+        objects.verify(ctx.s3, bucket, objects.StoredObject(key, record.bytes, record.sha256),
+                       tenant_id)
+        copied.append(f"s3://{bucket}/{key}")
+    return copied
 
 
 def iter_redacted(result: ExportResult) -> Iterator[str]:

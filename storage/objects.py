@@ -135,6 +135,20 @@ def verify(client: Any, bucket: str, expected: StoredObject, tenant_id: str | No
         )
 
 
+def copy_stream(client: Any, bucket: str, key: str, out: Any,
+                tenant_id: str | None = None) -> None:
+    """Stream one object into a writable sink, chunk by chunk."""
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            for chunk in body.iter_chunks(READ_CHUNK):
+                out.write(chunk)
+        finally:
+            body.close()
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"reading {key!r} from {bucket!r}", tenant_id)
+
+
 def list_keys(client: Any, bucket: str, prefix: str, tenant_id: str | None = None) -> list[str]:
     """Every key under ``prefix``."""
     keys: list[str] = []

@@ -51,6 +51,19 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="How long to wait for the per-tenant lock."
     )
 
+    price_list: Path | None = Field(
+        default=None,
+        description="Price list TOML for assisted migration; default: 150.00 EUR/h (Annex 1).",
+    )
+    migration_wait_seconds: int = Field(
+        default=7 * 24 * 3600, ge=1,
+        description="How long the case flow waits for the next operator input before it asks "
+        "again (the case itself stays open).",
+    )
+    migration_poll_seconds: int = Field(
+        default=10, ge=1, description="How often a waiting case flow checks for input."
+    )
+
     def resolved_source_url(self) -> str:
         """The platform database URL, defaulting to the demo SQLite file."""
         return self.source_url or f"sqlite:///{self.state_dir / 'demo-platform.sqlite'}"

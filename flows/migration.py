@@ -1,0 +1,255 @@
+"""Assisted migration (terms 14.2): cases, time, bookings and the statement, in plain code.
+
+The ledger (storage) keeps facts; the billing package prices them; this module turns commands
+into facts after checking them, so a refused command writes nothing. Every refusal is a
+``BadInput`` (exit 2) naming the case or booking.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from billing.errors import RuleViolation
+from billing.pricelist import DEFAULT_PRICE_LIST, PriceList
+from billing.rules import check_booking, session_day, validate_minutes
+from billing.sla import first_response_due
+from billing.statement import (
+    Booking,
+    Cancellation,
+    Correction,
+    Fact,
+    NoShow,
+    Statement,
+    TimeEntry,
+    build_statement,
+)
+from storage.ledger import Ledger, LedgerEvent
+from tenant_export.errors import BadInput
+from tenant_export.ids import validate_tenant_id
+
+OPENED, TIME, BOOKING, CANCELLATION, NO_SHOW, CORRECTION, CLOSED = (
+    "case-opened", "time", "booking", "cancellation", "no-show", "correction", "case-closed")
+
+
+@contextmanager
+def rules() -> Iterator[None]:
+    """Billing rule violations are bad input for the caller."""
+    try:
+        yield
+    except RuleViolation as err:
+        raise BadInput(str(err)) from err
+
+
+def new_id(prefix: str) -> str:
+    """A short unguessable id: ``M-20261126-3f2a9c1b``."""
+    return f"{prefix}-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
+
+
+def parse_instant(text: str, what: str) -> datetime:
+    """An ISO 8601 instant with an offset (a naive time is ambiguous across DST)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as err:
+        raise BadInput(f"{what}: {text!r} is not an ISO 8601 date-time") from err
+    if value.tzinfo is None:
+        raise BadInput(f"{what}: {text!r} needs an offset, e.g. 2026-12-01T10:00:00+01:00")
+    return value
+
+
+def parse_day(text: str, what: str) -> date:
+    """An ISO 8601 calendar date."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError as err:
+        raise BadInput(f"{what}: {text!r} is not an ISO 8601 date (YYYY-MM-DD)") from err
+
+
+@dataclass(frozen=True)
+class Case:
+    """What the ledger says about one case."""
+
+    case_id: str
+    tenant_id: str
+    critical: bool
+    opened_at: str
+    first_response_due: str
+    closed: bool
+    events: tuple[LedgerEvent, ...]
+
+
+def _fact(event: LedgerEvent) -> Fact | None:
+    p = event.payload
+    if event.kind == TIME:
+        return TimeEntry(event.event_id, date.fromisoformat(p["day"]), p["kind"], p["minutes"],
+                         p.get("note", ""))
+    if event.kind == BOOKING:
+        return Booking(event.event_id, datetime.fromisoformat(p["start"]), p["minutes"],
+                       datetime.fromisoformat(p["booked_at"]))
+    if event.kind == CANCELLATION:
+        return Cancellation(p["booking_id"], datetime.fromisoformat(p["at"]))
+    if event.kind == NO_SHOW:
+        return NoShow(p["booking_id"])
+    if event.kind == CORRECTION:
+        return Correction(event.event_id, p["reverses"], p.get("note", ""))
+    return None
+
+
+class MigrationDesk:
+    """Commands of the assisted-migration case, checked then recorded in the ledger."""
+
+    def __init__(self, ledger: Ledger, prices: PriceList = DEFAULT_PRICE_LIST) -> None:
+        self.ledger = ledger
+        self.prices = prices
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def case(self, case_id: str) -> Case:
+        """The case, or ``BadInput`` when there is none."""
+        events = self.ledger.events(case_id)
+        opened = next((e for e in events if e.kind == OPENED), None)
+        if opened is None:
+            raise BadInput(f"unknown migration case {case_id!r}")
+        p = opened.payload
+        return Case(case_id, p["tenant_id"], p["critical"], p["opened_at"],
+                    p["first_response_due"], any(e.kind == CLOSED for e in events), tuple(events))
+
+    def open_case_of(self, case_id: str) -> Case:
+        """The case, refused when it is closed (nothing may be added to a closed case)."""
+        case = self.case(case_id)
+        if case.closed:
+            raise BadInput(f"migration case {case_id!r} is closed; nothing was written")
+        return case
+
+    def statement(self, case_id: str) -> Statement:
+        """The statement as it stands (priced from the ledger, not stored)."""
+        case = self.case(case_id)
+        facts = [f for f in (_fact(e) for e in case.events) if f is not None]
+        with rules():
+            return build_statement(case.case_id, case.tenant_id, facts, self.prices)
+
+    def _booking(self, booking_id: str) -> tuple[Case, Booking]:
+        event = self.ledger.get(booking_id)
+        if event is None or event.kind != BOOKING:
+            raise BadInput(f"unknown booking {booking_id!r}")
+        fact = _fact(event)
+        if not isinstance(fact, Booking):  # pragma: no cover - kind checked above
+            raise BadInput(f"{booking_id!r} is not a booking")
+        return self.open_case_of(event.case_id), fact
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def open(self, tenant_id: str, critical: bool, at: datetime, case_id: str | None = None
+             ) -> dict[str, Any]:
+        """Open a case; returns ``{"case_id", "first_response_due"}``."""
+        validate_tenant_id(tenant_id)
+        with rules():
+            due = first_response_due(at, critical)
+        case_id = case_id or new_id("M")
+        payload = {"tenant_id": tenant_id, "critical": critical, "opened_at": at.isoformat(),
+                   "first_response_due": due.isoformat()}
+        stored, _ = self.ledger.append(LedgerEvent(case_id, case_id, OPENED, payload))
+        return {"case_id": case_id, "tenant_id": tenant_id,
+                "first_response_due": stored.payload["first_response_due"]}
+
+    def log(self, case_id: str, minutes: int, kind: str, on: date, note: str = "",
+            entry_id: str | None = None) -> dict[str, Any]:
+        """Record time spent; the same ``entry_id`` twice counts once."""
+        self.open_case_of(case_id)
+        entry_id = entry_id or new_id("T")
+        with rules():
+            fact = TimeEntry(entry_id, on, kind, minutes, note)  # type: ignore[arg-type]
+            self._check_prices(on, kind)
+        payload = {"day": fact.day.isoformat(), "kind": fact.kind, "minutes": fact.minutes,
+                   "note": fact.note}
+        _, created = self.ledger.append(LedgerEvent(entry_id, case_id, TIME, payload))
+        return {"case_id": case_id, "entry_id": entry_id, "recorded": created}
+
+    def book(self, case_id: str, start: datetime, minutes: int, at: datetime,
+             booking_id: str | None = None) -> dict[str, Any]:
+        """Book live assistance; refused unless at least 3 days ahead."""
+        self.open_case_of(case_id)
+        booking_id = booking_id or new_id("B")
+        with rules():
+            validate_minutes(minutes)
+            check_booking(at, start)
+            Booking(booking_id, start, minutes, at)
+            self._check_prices(session_day(start), "live")
+        payload = {"start": start.isoformat(), "minutes": minutes, "booked_at": at.isoformat()}
+        self.ledger.append(LedgerEvent(booking_id, case_id, BOOKING, payload))
+        return {"case_id": case_id, "booking_id": booking_id, "start": start.isoformat(),
+                "minutes": minutes}
+
+    def cancel(self, booking_id: str, at: datetime) -> dict[str, Any]:
+        """Cancel a booking: free up to the eve of the appointment, else charged."""
+        case, booking = self._booking(booking_id)
+        self._no_outcome_yet(case, booking_id)
+        if at < booking.booked_at:
+            raise BadInput(f"booking {booking_id!r} cannot be cancelled before it was made")
+        payload = {"booking_id": booking_id, "at": at.isoformat()}
+        self.ledger.append(LedgerEvent(f"{booking_id}.outcome", case.case_id, CANCELLATION,
+                                       payload))
+        line = next((ln for ln in self.statement(case.case_id).lines
+                     if ln.ref == booking_id and ln.kind == "late-cancellation"), None)
+        return {"booking_id": booking_id, "case_id": case.case_id, "charged": line is not None,
+                "amount_eur": f"{line.amount_eur if line else Decimal('0'):.2f}"}
+
+    def no_show(self, booking_id: str, at: datetime) -> dict[str, Any]:
+        """The client was not online within 5 minutes of the start: the booked time is charged."""
+        case, booking = self._booking(booking_id)
+        self._no_outcome_yet(case, booking_id)
+        from billing.rules import check_no_show  # noqa: PLC0415 - keeps the import list short
+
+        with rules():
+            check_no_show(at, booking.start)
+        payload = {"booking_id": booking_id, "at": at.isoformat()}
+        self.ledger.append(LedgerEvent(f"{booking_id}.outcome", case.case_id, NO_SHOW, payload))
+        return {"booking_id": booking_id, "case_id": case.case_id, "charged": True}
+
+    def correct(self, case_id: str, reverses: str, note: str = "",
+                entry_id: str | None = None) -> dict[str, Any]:
+        """Reverse an earlier charge with a new, negative line (never an edit)."""
+        case = self.open_case_of(case_id)
+        entry_id = entry_id or new_id("C")
+        facts = [f for f in (_fact(e) for e in case.events) if f is not None]
+        with rules():
+            correction = Correction(entry_id, reverses, note)
+            build_statement(case_id, case.tenant_id, [*facts, correction], self.prices)
+        payload = {"reverses": reverses, "note": note}
+        _, created = self.ledger.append(LedgerEvent(entry_id, case_id, CORRECTION, payload))
+        return {"case_id": case_id, "entry_id": entry_id, "recorded": created}
+
+    def close(self, case_id: str, at: datetime) -> Statement:
+        """Close the case (nothing can be added afterwards) and return its statement."""
+        self.open_case_of(case_id)
+        statement = self.statement(case_id)
+        payload = {"closed_at": at.isoformat(), "total_eur": f"{statement.total_eur:.2f}"}
+        self.ledger.append(LedgerEvent(f"{case_id}.closed", case_id, CLOSED, payload))
+        return statement
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _check_prices(self, day: date, kind: str) -> None:
+        self.prices.rate_on(day, "live" if kind == "live" else "work")
+
+    def _no_outcome_yet(self, case: Case, booking_id: str) -> None:
+        done = next((e for e in case.events if e.event_id == f"{booking_id}.outcome"), None)
+        if done is not None:
+            raise BadInput(f"booking {booking_id!r} already has an outcome ({done.kind}, "
+                           f"recorded {done.recorded_at}); nothing was written")
+
+
+def statement_csv(statement: Statement) -> bytes:
+    """The statement as CSV (RFC 4180, UTF-8), with the total as a last line."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerows(statement.to_csv_rows())
+    writer.writerow(["", "total", "", "", "", f"{statement.total_eur:.2f}", "", ""])
+    return out.getvalue().encode()
