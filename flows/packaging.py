@@ -68,17 +68,22 @@ def check_request(ctx: RunContext, tenant_id: str) -> None:
 
 def check_tenant(ctx: RunContext, tenant_id: str) -> None:
     """``UnknownTenant`` (exit 2) unless the platform's tenants table lists the id."""
-    validate_tenant_id(tenant_id)
-    tenants = ctx.catalog.tenants
-    if tenants is None:
-        raise BadInput(
-            f"the platform database has no {ctx.catalog.config.tenants_table!r} table "
-            "listing tenants", tenant_id=tenant_id,
-        )
     with Snapshot(ctx.engine) as snap:
-        if not snap.exists(tenants.name, tenants.filter_column, tenant_id,
-                           schema=ctx.catalog.config.db_schema):
-            raise UnknownTenant(f"unknown tenant {tenant_id!r}", tenant_id=tenant_id)
+        tenant_key(ctx, snap, tenant_id)
+
+
+def tenant_key(ctx: RunContext, snap: Snapshot, tenant_id: str) -> object:
+    """The tenant's id as the database stores it (compared as text: no aliases)."""
+    validate_tenant_id(tenant_id)
+    config = ctx.catalog.config
+    if config.tenants_table not in ctx.catalog.table_names:
+        raise BadInput(f"the platform database has no {config.tenants_table!r} table listing "
+                       "tenants", tenant_id=tenant_id)
+    key = snap.tenant_key(config.tenants_table, config.tenants_id_column, tenant_id,
+                          schema=config.db_schema)
+    if key is None:
+        raise UnknownTenant(f"unknown tenant {tenant_id!r}", tenant_id=tenant_id)
+    return key
 
 
 def write_package(
@@ -94,9 +99,13 @@ def write_package(
         return objects.upload(ctx.s3, bucket, prefix + path, content_type=content_type,
                               tenant_id=tenant_id)
 
+    # A retry of this step reuses the export id: start from an empty prefix, so nothing of a
+    # failed attempt (an extra ZIP part, say) can end up in the package.
+    objects.delete_prefix(ctx.s3, bucket, prefix, tenant_id)
     with Snapshot(ctx.engine, batch_rows=ctx.settings.batch_rows) as snap:
+        key = tenant_key(ctx, snap, tenant_id)
         for plan in ctx.catalog.tables:
-            stream = snap.read_table(plan, tenant_id, schema=ctx.catalog.config.db_schema)
+            stream = snap.read_table(plan, key, schema=ctx.catalog.config.db_schema)
             path = f"data/{table_names.claim(plan.name, 'table')}.csv"
             with sink(path, "text/csv; charset=utf-8") as out:
                 writer = CsvTableWriter(cast(IO[bytes], out), stream.schema, excel=excel)
@@ -107,16 +116,15 @@ def write_package(
                 path=path, bytes=out.bytes, sha256=out.sha256, rows=writer.rows, kind="table",
                 table=plan.name, schema=table_schema(stream.schema, plan.primary_key),
             ))
-        records.extend(_write_documents(ctx, snap, tenant_id, sink))
+        records.extend(_write_documents(ctx, snap, key, sink))
     return records
 
 
 def _write_documents(
-    ctx: RunContext, snap: Snapshot, tenant_id: str,
-    sink: Any,
+    ctx: RunContext, snap: Snapshot, key: object, sink: Any,
 ) -> list[FileRecord]:
     docs_bucket = ctx.settings.documents_bucket
-    refs = iter_documents(snap, ctx.catalog, tenant_id)
+    refs = iter_documents(snap, ctx.catalog, key)
     inputs = (
         DocumentInput(
             document_id=ref.document_id,

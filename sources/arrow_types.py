@@ -31,6 +31,7 @@ class ColumnMapping:
 
     arrow_type: pa.DataType
     cast_to_text: bool = False
+    as_json_text: bool = False
     schema_type: str | None = None
     mixed: bool = False
     companion: bool = False
@@ -50,13 +51,14 @@ def postgres_mapping(declared: sat.TypeEngine[object]) -> ColumnMapping:
         return ColumnMapping(pa.float64())
     if isinstance(declared, sat.Numeric):
         return ColumnMapping(pa.string(), cast_to_text=True, schema_type="number")
+    # Temporal values are read as the server's ISO 8601 text (the JSON rendering): Python's
+    # datetime cannot hold 'infinity', BC dates, years past 9999 or 24:00, which PostgreSQL can.
     if isinstance(declared, sat.DateTime):
-        tz = "UTC" if declared.timezone else None
-        return ColumnMapping(pa.timestamp("us", tz=tz))
+        return ColumnMapping(pa.string(), as_json_text=True, schema_type="datetime")
     if isinstance(declared, sat.Date):
-        return ColumnMapping(pa.date32())
-    if isinstance(declared, sat.Time) and not declared.timezone:
-        return ColumnMapping(pa.time64("us"))
+        return ColumnMapping(pa.string(), as_json_text=True, schema_type="date")
+    if isinstance(declared, sat.Time):
+        return ColumnMapping(pa.string(), as_json_text=True, schema_type="time")
     if isinstance(declared, sat._Binary):
         return ColumnMapping(pa.binary())
     if isinstance(declared, sat.JSON):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, inspect
@@ -92,6 +93,7 @@ class Catalog:
 
     config: CatalogConfig
     tables: tuple[TablePlan, ...]
+    table_names: frozenset[str] = frozenset()
 
     def table(self, name: str) -> TablePlan | None:
         """The plan of a table, or None when it is not exported."""
@@ -147,7 +149,32 @@ def discover(engine: Engine, config: CatalogConfig) -> Catalog:
                 excluded=tuple(rule.exclude_columns),
             )
         )
-    return Catalog(config=config, tables=tuple(plans))
+    _check_documents(config, plans, names, inspector)
+    return Catalog(config=config, tables=tuple(plans), table_names=frozenset(names))
+
+
+def _check_documents(config: CatalogConfig, plans: list[TablePlan], names: list[str],
+                     inspector: Any) -> None:
+    """Documents are never dropped silently: a documents table must be exported and complete.
+
+    A platform without a documents table is fine (nothing to put in ZIPs) unless the catalog
+    names one explicitly, which then must exist.
+    """
+    rule = config.documents
+    if rule.table not in names:
+        if "documents" in config.model_fields_set:
+            raise BadInput(f"catalog [documents] names table {rule.table!r}, which does not exist")
+        return
+    plan = next((p for p in plans if p.name == rule.table), None)
+    if plan is None:
+        raise BadInput(
+            f"documents table {rule.table!r} is skipped or has no tenant column "
+            f"{config.tenant_column!r}: documents would silently be left out of exports")
+    columns = {c["name"] for c in inspector.get_columns(rule.table, schema=config.db_schema)}
+    missing = [c for c in (rule.id_column, rule.key_column, rule.name_column) if c not in columns]
+    if missing:
+        raise BadInput(f"documents table {rule.table!r} has no column(s) {', '.join(missing)} "
+                       "named in the catalog's [documents]")
 
 
 def _type_text(declared: TypeEngine[object]) -> str:

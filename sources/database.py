@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sqlite3
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -31,7 +32,21 @@ from sources.arrow_types import (
     storage_class,
 )
 from sources.catalog import TablePlan
-from tenant_export.errors import BadInput, SourceUnavailable
+from tenant_export.errors import BadInput, SourceUnavailable, TransientError
+
+# Session settings that change how PostgreSQL renders values as text: pinned, so an export does
+# not depend on what a DBA set for the database or role (extra_float_digits=0 would round floats).
+_PG_SESSION = (
+    "SET LOCAL TIME ZONE 'UTC'",
+    "SET LOCAL extra_float_digits = 3",
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL bytea_output = 'hex'",
+)
+
+
+class TransientSourceError(TransientError, SourceUnavailable):
+    """The database connection failed mid-read (restart, network); a retry may succeed."""
 
 _cursor_ids = itertools.count(1)
 
@@ -95,7 +110,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         self._engine = engine
         self._batch_rows = batch_rows
         self._backend = engine.dialect.name
-        self._quote = engine.dialect.identifier_preparer.quote
+        self._quote_name = engine.dialect.identifier_preparer.quote
         self._raw: Any = None
         self._conn: Any = None
 
@@ -116,7 +131,8 @@ class Snapshot(AbstractContextManager["Snapshot"]):
 
                 self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 self._conn.read_only = True
-                self._conn.execute("SET LOCAL TIME ZONE 'UTC'")
+                for statement in _PG_SESSION:
+                    self._conn.execute(statement)
         except Exception as err:
             self._close()
             raise SourceUnavailable(f"cannot open a read snapshot: {err}") from err
@@ -150,27 +166,33 @@ class Snapshot(AbstractContextManager["Snapshot"]):
 
     # -- queries -----------------------------------------------------------------------------
 
-    def _sql(self, template: str) -> str:
-        """Placeholders are written ``?``; psycopg wants ``%s`` and literal ``%`` doubled."""
-        if self.is_sqlite:
-            return template
-        return template.replace("%", "%%").replace("?", "%s")
+    @property
+    def _param(self) -> str:
+        return "?" if self.is_sqlite else "%s"
+
+    def _quote(self, name: str) -> str:
+        """A quoted identifier (SQLAlchemy's psycopg dialect already doubles ``%`` in it)."""
+        return str(self._quote_name(name))
 
     def _rows(
-        self, sql: str, params: Sequence[object]
+        self, sql: str, params: Sequence[object], what: str
     ) -> Generator[list[tuple[Any, ...]], None, None]:
-        if self.is_sqlite:
-            cursor = self._conn.execute(sql, tuple(params))
-        else:
-            cursor = self._conn.cursor(name=f"tenant_export_{next(_cursor_ids)}")
-            cursor.execute(self._sql(sql), tuple(params))
+        cursor: Any = None
         try:
+            if self.is_sqlite:
+                cursor = self._conn.execute(sql, tuple(params))
+            else:
+                cursor = self._conn.cursor(name=f"tenant_export_{next(_cursor_ids)}")
+                cursor.execute(sql, tuple(params))
             while rows := cursor.fetchmany(self._batch_rows):
                 yield rows
+        except _driver_errors() as err:
+            raise _translate(err, what) from err
         finally:
             # An abandoned reader may be closed after its snapshot; the cursor went with it.
-            with contextlib.suppress(Exception):
-                cursor.close()
+            if cursor is not None:
+                with contextlib.suppress(Exception):
+                    cursor.close()
 
     def _table_ref(self, name: str, schema: str | None) -> str:
         ref = self._quote(name)
@@ -181,32 +203,44 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         table: str,
         columns: Sequence[str],
         filter_column: str,
-        value: str,
+        value: object,
         order_by: Sequence[str] = (),
         schema: str | None = None,
     ) -> Generator[tuple[Any, ...], None, None]:
         """Rows of ``columns`` where ``filter_column = value``, lazily."""
         cols = ", ".join(self._quote(c) for c in columns)
         sql = f"SELECT {cols} FROM {self._table_ref(table, schema)} "
-        sql += f"WHERE {self._quote(filter_column)} = ?"
+        sql += f"WHERE {self._quote(filter_column)} = {self._param}"
         if order_by:
             sql += " ORDER BY " + ", ".join(self._quote(c) for c in order_by)
-        batches = self._rows(sql, [value])
+        batches = self._rows(sql, [value], f"table {table!r}")
         try:
             for rows in batches:
                 yield from rows
         finally:
             batches.close()
 
-    def exists(self, table: str, column: str, value: str, schema: str | None = None) -> bool:
-        """Whether at least one row has ``column = value``."""
-        rows = self.select(table, [column], column, value, schema=schema)
-        try:
-            return next(rows, None) is not None
-        finally:
-            rows.close()  # release the cursor now, not when the generator is collected
+    def tenant_key(self, table: str, column: str, tenant_id: str,
+                   schema: str | None = None) -> object | None:
+        """The tenant's id as the database stores it, or None when there is no such tenant.
 
-    def read_table(self, plan: TablePlan, tenant_id: str, schema: str | None = None) -> TableStream:
+        The comparison is on the id's text, so ``'07'`` or ``'7.0'`` never alias tenant 7 (which
+        would give one tenant several export prefixes and locks); the typed value returned is
+        what content queries then compare with, so they can use their indexes.
+        """
+        sql = (f"SELECT {self._quote(column)} FROM {self._table_ref(table, schema)} "
+               f"WHERE CAST({self._quote(column)} AS TEXT) = {self._param}")
+        batches = self._rows(sql, [tenant_id], f"table {table!r}")
+        try:
+            for rows in batches:
+                key: object = rows[0][0]
+                return key
+            return None
+        finally:
+            batches.close()  # release the cursor now, not when the generator is collected
+
+    def read_table(self, plan: TablePlan, tenant_id: object,
+                   schema: str | None = None) -> TableStream:
         """The tenant's rows of one table as Arrow batches, ordered by primary key."""
         mappings = self._mappings(plan, tenant_id, schema)
         taken = {c.name for c in plan.columns}
@@ -217,21 +251,25 @@ class Snapshot(AbstractContextManager["Snapshot"]):
                 fields.append(companion_field(column.name, taken))
                 taken.add(fields[-1].name)
         arrow_schema = pa.schema(fields)
-        exprs = [
-            f"CAST({self._quote(c.name)} AS TEXT)" if m.cast_to_text else self._quote(c.name)
-            for c, m in zip(plan.columns, mappings, strict=True)
-        ]
+        exprs = [self._expression(c.name, m) for c, m in zip(plan.columns, mappings, strict=True)]
         sql = f"SELECT {', '.join(exprs) or 'NULL'} FROM {self._table_ref(plan.name, schema)} "
-        sql += f"WHERE {self._quote(plan.filter_column)} = ?"
+        sql += f"WHERE {self._quote(plan.filter_column)} = {self._param}"
         if plan.primary_key:
             sql += " ORDER BY " + ", ".join(self._quote(c) for c in plan.primary_key)
         batches = (
-            _to_batch(rows, arrow_schema, mappings) for rows in self._rows(sql, [tenant_id])
+            _to_batch(rows, arrow_schema, mappings)
+            for rows in self._rows(sql, [tenant_id], f"table {plan.name!r}")
         )
         return TableStream(plan=plan, schema=arrow_schema, batches=batches)
 
+    def _expression(self, name: str, mapping: ColumnMapping) -> str:
+        column = self._quote(name)
+        if mapping.as_json_text:
+            return f"(to_json({column}) #>> '{{}}')"
+        return f"CAST({column} AS TEXT)" if mapping.cast_to_text else column
+
     def _mappings(
-        self, plan: TablePlan, tenant_id: str, schema: str | None
+        self, plan: TablePlan, tenant_id: object, schema: str | None
     ) -> list[ColumnMapping]:
         if not self.is_sqlite:
             return [postgres_mapping(c.declared) for c in plan.columns]
@@ -242,7 +280,10 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         )
         sql = f"SELECT {probes} FROM {self._table_ref(plan.name, schema)} "
         sql += f"WHERE {self._quote(plan.filter_column)} = ?"
-        row = self._conn.execute(sql, (tenant_id,)).fetchone()
+        try:
+            row = self._conn.execute(sql, (tenant_id,)).fetchone()
+        except sqlite3.Error as err:
+            raise _translate(err, f"table {plan.name!r}") from err
         return [
             sqlite_mapping(c.declared_text, set((classes or "").split(",")) - {""})
             for c, classes in zip(plan.columns, row, strict=True)
@@ -266,3 +307,26 @@ def _to_batch(
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
             raise SourceUnavailable(f"column {name!r}: value not representable: {err}") from err
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, UnicodeDecodeError)
+    try:
+        import psycopg  # noqa: PLC0415 - optional at import time
+
+        errors += (psycopg.Error,)
+    except ImportError:  # pragma: no cover - psycopg ships with the project
+        pass
+    return errors
+
+
+def _translate(err: BaseException, what: str) -> SourceUnavailable:
+    """A driver error as ours: connection trouble may pass (retry), the rest will not."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    transient = type(err).__name__ in ("OperationalError", "InterfaceError") and not (
+        "decode" in reason or "no such" in reason)
+    if transient and not isinstance(err, sqlite3.Error):
+        return TransientSourceError(f"reading {what}: {reason}")
+    if isinstance(err, sqlite3.OperationalError) and "locked" in reason:
+        return TransientSourceError(f"reading {what}: {reason}")
+    return SourceUnavailable(f"reading {what}: {reason}")

@@ -27,7 +27,7 @@ class DocumentRef:
 
 
 def iter_documents(
-    snapshot: Snapshot, catalog: Catalog, tenant_id: str
+    snapshot: Snapshot, catalog: Catalog, tenant_key: object
 ) -> Generator[DocumentRef, None, None]:
     """The tenant's documents in id order; nothing when the platform has no documents table."""
     rule = catalog.config.documents
@@ -36,7 +36,7 @@ def iter_documents(
         return
     columns = [rule.id_column, rule.name_column, rule.key_column]
     for doc_id, name, key in snapshot.select(
-        rule.table, columns, plan.filter_column, tenant_id, order_by=[rule.id_column],
+        rule.table, columns, plan.filter_column, tenant_key, order_by=[rule.id_column],
         schema=catalog.config.db_schema,
     ):
         yield DocumentRef(
