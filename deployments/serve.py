@@ -8,6 +8,7 @@ stopped on exit.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,8 @@ from typing import cast
 
 from tenant_export.errors import ExportError
 
-DEPLOYMENT_NAMES = {"offboarding_export": "offboarding-export", "export_links": "export-links"}
+DEPLOYMENT_NAMES = {"offboarding_export": "offboarding-export", "export_links": "export-links",
+                    "assisted_migration": "assisted-migration"}
 
 
 def _wait_healthy(api_url: str, timeout: float = 90.0) -> None:
@@ -32,27 +34,36 @@ def _wait_healthy(api_url: str, timeout: float = 90.0) -> None:
     raise ExportError(f"the Prefect server at {api_url} did not become healthy in {timeout:g} s")
 
 
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def serve_all(port: int) -> None:
     """Serve the flows as deployments (blocks until interrupted)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
 
     server: subprocess.Popen[bytes] | None = None
     api_url = os.environ.get("PREFECT_API_URL", "")
-    if not api_url:
-        api_url = f"http://127.0.0.1:{port}/api"
-        env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "PREFECT_UI_API_URL": api_url}
-        server = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)], env=env,
-        )
-        _wait_healthy(api_url)
-        print(f"Prefect UI: http://127.0.0.1:{port}  (API {api_url})")
     try:
+        if not api_url:
+            api_url = f"http://127.0.0.1:{port}/api"
+            if _port_in_use(port):
+                raise ExportError(f"port {port} is in use: stop what listens there, pass "
+                                  "--port, or set PREFECT_API_URL to use that server")
+            env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                   "PREFECT_UI_API_URL": api_url}
+            server = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
+                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                 "--port", str(port)], env=env,
+            )
+            _wait_healthy(api_url)
+            print(f"Prefect UI: http://127.0.0.1:{port}  (API {api_url})")
         from prefect import serve  # noqa: PLC0415
         from prefect.deployments.runner import RunnerDeployment  # noqa: PLC0415
 
         from flows.export_flow import export_links, offboarding_export  # noqa: PLC0415
+        from flows.migration_flow import assisted_migration  # noqa: PLC0415
 
         deployments = (
             cast(RunnerDeployment, offboarding_export.to_deployment(
@@ -65,6 +76,12 @@ def serve_all(port: int) -> None:
                 name=DEPLOYMENT_NAMES["export_links"],
                 description="Fresh signed links for a retained export.",
                 tags=["offboarding"],
+            )),
+            cast(RunnerDeployment, assisted_migration.to_deployment(
+                name=DEPLOYMENT_NAMES["assisted_migration"],
+                description="Assisted migration case (terms 14.2): waits for the operator's "
+                "input (time, bookings, automated steps) until closed; produces the statement.",
+                tags=["offboarding", "billing"],
             )),
         )
         # Settings are read when Prefect is imported: point this process at the server here.

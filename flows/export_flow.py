@@ -125,8 +125,12 @@ def offboarding_export(request: ExportRequest) -> dict[str, Any]:
                 records = write_package(ctx, tenant, export_id, request.excel)
                 verify_package(ctx, tenant, export_id, records)
                 manifest = publish_manifest(ctx, tenant, export_id, created, records)
-            except BaseException:
-                discard_package(ctx, tenant, export_id)
+            except BaseException as failure:
+                try:
+                    discard_package(ctx, tenant, export_id)
+                except Exception as cleanup:  # noqa: BLE001 - the first error is the one to report
+                    logger.error("could not clean up export %s after %s: %s", export_id,
+                                 type(failure).__name__, cleanup)
                 raise
         result = packaging.mint_links(ctx, tenant, export_id, created.isoformat(), manifest,
                                       records, request.link_ttl_seconds)
@@ -143,6 +147,9 @@ def export_links(tenant_id: str, export_id: str | None = None,
                  link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS) -> dict[str, Any]:
     """Fresh signed links for a retained export (the newest when no id is given)."""
     validate_tenant_id(tenant_id)
+    if not 0 < link_ttl_seconds <= MAX_LINK_TTL_SECONDS:
+        raise BadInput(f"link TTL {link_ttl_seconds} s: signed S3 links live 1 s to 7 days "
+                       f"({MAX_LINK_TTL_SECONDS} s)", tenant_id=tenant_id)
     ctx = RunContext.open(Settings())
     try:
         found_id, created, manifest, records = packaging.load_package(ctx, tenant_id, export_id)

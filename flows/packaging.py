@@ -197,9 +197,10 @@ def publish_manifest(ctx: RunContext, tenant_id: str, export_id: str, created_at
 
 
 def discard_package(ctx: RunContext, tenant_id: str, export_id: str) -> int:
-    """Delete whatever a failed run left under its export id."""
-    return objects.delete_prefix(ctx.s3, ctx.settings.export_bucket,
-                                 package_prefix(tenant_id, export_id), tenant_id)
+    """Delete whatever a failed run left under its export id, open uploads included."""
+    prefix = package_prefix(tenant_id, export_id)
+    objects.abort_uploads(ctx.s3, ctx.settings.export_bucket, prefix, tenant_id)
+    return objects.delete_prefix(ctx.s3, ctx.settings.export_bucket, prefix, tenant_id)
 
 
 def mint_links(ctx: RunContext, tenant_id: str, export_id: str, created_at: str,

@@ -65,7 +65,8 @@ def normalize_url(url: str) -> URL:
 def describe_url(url: str | URL) -> str:
     """The URL with its password masked, for messages and logs."""
     parsed = url if isinstance(url, URL) else normalize_url(url)
-    return parsed.render_as_string(hide_password=True)
+    secret = {k: "***" for k in parsed.query if "pass" in k.lower() or "secret" in k.lower()}
+    return parsed.update_query_dict(secret).render_as_string(hide_password=True)
 
 
 def open_engine(url: str) -> Engine:

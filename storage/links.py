@@ -9,6 +9,7 @@ from urllib.parse import quote
 from botocore.exceptions import BotoCoreError, ClientError
 
 from storage.s3 import raise_storage
+from tenant_export.errors import BadInput
 
 MAX_TTL_SECONDS = 7 * 24 * 3600  # SigV4 refuses longer-lived presigned URLs
 
@@ -27,7 +28,8 @@ def signed_get(
 ) -> str:
     """A SigV4 presigned GET that downloads ``key`` as an attachment for ``ttl_seconds``."""
     if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
-        raise ValueError(f"link TTL must be 1..{MAX_TTL_SECONDS} s, got {ttl_seconds}")
+        raise BadInput(f"link TTL must be 1..{MAX_TTL_SECONDS} s, got {ttl_seconds}",
+                       tenant_id=tenant_id)
     filename = key.rsplit("/", 1)[-1]
     try:
         url: str = client.generate_presigned_url(

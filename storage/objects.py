@@ -7,6 +7,7 @@ aborts the multipart upload (nothing half-written becomes visible).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from collections.abc import Iterator
@@ -18,18 +19,23 @@ from botocore.exceptions import BotoCoreError, ClientError
 from smart_open import s3 as smart_s3
 
 from storage.s3 import raise_storage
-from tenant_export.errors import VerificationFailed
+from tenant_export.errors import StorageError, VerificationFailed
 
 PART_BYTES = 16 * 1024 * 1024
+# smart_open reports a failed CreateMultipartUpload as ValueError and exhausted part retries as
+# OSError; boto3 raises ClientError/BotoCoreError. All are storage failures of the upload.
+UPLOAD_ERRORS = (ClientError, BotoCoreError, OSError, ValueError)
 READ_CHUNK = 1024 * 1024
 
 
 class HashingSink(io.RawIOBase):
     """A write-only byte sink that counts and hashes what it forwards."""
 
-    def __init__(self, target: Any) -> None:
+    def __init__(self, target: Any, what: str = "upload", tenant_id: str | None = None) -> None:
         super().__init__()
         self._target = target
+        self._what = what
+        self._tenant_id = tenant_id
         self._sha256 = hashlib.sha256()
         self.bytes = 0
 
@@ -38,7 +44,10 @@ class HashingSink(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
-        self._target.write(view)
+        try:
+            self._target.write(view)  # may upload a part
+        except UPLOAD_ERRORS as err:
+            raise_storage(err, self._what, self._tenant_id)
         self._sha256.update(view)
         self.bytes += view.nbytes
         return view.nbytes
@@ -68,25 +77,49 @@ def upload(
     tenant_id: str | None = None, written: list[StoredObject] | None = None,
 ) -> Iterator[HashingSink]:
     """A sink streaming to ``s3://bucket/key``; on success records a ``StoredObject``."""
+    what = f"uploading {key!r} to {bucket!r}"
     try:
         writer: Any = smart_s3.open(
             bucket, key, "wb", client=client, min_part_size=PART_BYTES,
             client_kwargs={"S3.Client.create_multipart_upload": {"ContentType": content_type}},
         )
-    except (ClientError, BotoCoreError) as err:
-        raise_storage(err, f"starting upload of {key!r} to {bucket!r}", tenant_id)
-    sink = HashingSink(writer)
+    except UPLOAD_ERRORS as err:
+        raise_storage(err, what, tenant_id)
+    sink = HashingSink(writer, what, tenant_id)
     try:
         yield sink
     except BaseException:
-        writer.terminate()
+        _abort(writer)
         raise
     try:
         writer.close()
-    except (ClientError, BotoCoreError) as err:
-        raise_storage(err, f"completing upload of {key!r} to {bucket!r}", tenant_id)
+    except UPLOAD_ERRORS as err:
+        _abort(writer)
+        raise_storage(err, f"completing {what}", tenant_id)
     if written is not None:
         written.append(StoredObject(key=key, bytes=sink.bytes, sha256=sink.sha256))
+
+
+def _abort(writer: Any) -> None:
+    """Abort the multipart upload; a failure here must not hide the error that led here."""
+    with contextlib.suppress(Exception):
+        writer.terminate()
+
+
+def abort_uploads(client: Any, bucket: str, prefix: str, tenant_id: str | None = None) -> int:
+    """Abort multipart uploads left open under ``prefix`` (a crashed writer leaves them)."""
+    aborted = 0
+    try:
+        pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket,
+                                                                         Prefix=prefix)
+        for page in pages:
+            for upload_ in page.get("Uploads", []):
+                client.abort_multipart_upload(Bucket=bucket, Key=upload_["Key"],
+                                              UploadId=upload_["UploadId"])
+                aborted += 1
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"aborting uploads under {prefix!r} in {bucket!r}", tenant_id)
+    return aborted
 
 
 def put_bytes(
@@ -182,7 +215,13 @@ def delete_prefix(client: Any, bucket: str, prefix: str, tenant_id: str | None =
     for start in range(0, len(keys), 1000):
         batch = [{"Key": k} for k in keys[start : start + 1000]]
         try:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+            response = client.delete_objects(Bucket=bucket,
+                                             Delete={"Objects": batch, "Quiet": True})
         except (ClientError, BotoCoreError) as err:
             raise_storage(err, f"deleting {prefix!r} in {bucket!r}", tenant_id)
+        if response.get("Errors"):
+            first = response["Errors"][0]
+            raise StorageError(
+                f"deleting {prefix!r} in {bucket!r}: {len(response['Errors'])} objects not "
+                f"deleted, e.g. {first.get('Key')!r}: {first.get('Code')}", tenant_id=tenant_id)
     return len(keys)

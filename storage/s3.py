@@ -58,8 +58,13 @@ def raise_storage(err: Exception, action: str, tenant_id: str | None = None) -> 
         raise StorageError(f"{action}: {code} {message}".strip(), tenant_id=tenant_id) from err
     if isinstance(err, EndpointConnectionError):
         raise StorageError(f"{action}: cannot reach S3 ({err})", tenant_id=tenant_id) from err
-    if isinstance(err, BotoCoreError):
+    if isinstance(err, BotoCoreError | OSError):
         raise TransientStorageError(f"{action}: {err}", tenant_id=tenant_id) from err
+    if isinstance(err, ValueError):  # smart_open's wrapper around a refused upload
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, ClientError | BotoCoreError):
+            raise_storage(cause, action, tenant_id)
+        raise StorageError(f"{action}: {err}", tenant_id=tenant_id) from err
     raise err
 
 

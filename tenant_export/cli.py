@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 
 from tenant_export.errors import BadInput, ExportError
 from tenant_export.ids import (
@@ -68,6 +69,10 @@ def _run(action: Callable[[], Any]) -> Any:
         _fail(err, 2)
     except ExportError as err:
         _fail(err, 1)
+    except ValidationError as err:  # a TENANT_EXPORT_* setting or a form value out of range
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or err.title
+        _fail(BadInput(f"invalid {where}: {first['msg']}"), 2)
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, exit 1
