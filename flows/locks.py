@@ -7,12 +7,18 @@ the same limit name, so they exclude each other across processes and workers.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
 from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from tenant_export.errors import TenantBusy
 
@@ -24,12 +30,27 @@ def lock_name(tenant_id: str) -> str:
     return "tenant-" + re.sub(r"[^A-Za-z0-9_-]", "_", tenant_id)
 
 
+def _ensure_limit(name: str) -> None:
+    """An active limit of exactly one slot: created if missing, re-activated if an operator
+    disabled it (a disabled limit grants every request: no exclusion at all)."""
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another run created it just now
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1, active=True))
+            return
+        if not limit.active or limit.limit != 1:
+            client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+
+
 @contextmanager
 def tenant_lock(tenant_id: str, wait_seconds: float) -> Iterator[None]:
     """Hold the tenant's lock for the block, or raise ``TenantBusy`` after ``wait_seconds``."""
     name = lock_name(tenant_id)
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, limit=1)
+    _ensure_limit(name)
     acquired = False
     try:
         with concurrency(name, occupy=1, timeout_seconds=wait_seconds, strict=True,

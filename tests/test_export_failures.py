@@ -120,3 +120,23 @@ def test_lock_is_strict_when_the_limit_vanishes(prefect_server: None) -> None:
     with pytest.raises(Exception, match=r"not found|does not exist|Concurrency limit"), concurrency(
             name, occupy=1, timeout_seconds=1, strict=True):
         pass
+
+
+def test_a_disabled_lock_is_reactivated(sqlite_platform: Platform) -> None:
+    """An operator disabling the limit in the UI must not turn the lock off."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    from flows.locks import lock_name, tenant_lock
+
+    with tenant_lock("t-1", wait_seconds=5):
+        pass
+    name = lock_name("t-1")
+    with get_client(sync_client=True) as client:
+        client.update_global_concurrency_limit(
+            name, GlobalConcurrencyLimitUpdate(active=False, limit=5))
+    with tenant_lock("t-1", wait_seconds=5), pytest.raises(TenantBusy):
+        run_export("t-1")
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(name)
+    assert limit.active and limit.limit == 1
