@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import AbstractContextManager, closing
 from datetime import UTC, datetime
 from functools import partial
@@ -23,11 +23,12 @@ from exporters.datapackage import FileRecord, build_descriptor, encode_descripto
 from exporters.documents import DocumentInput, IndexWriter, write_document_parts
 from exporters.names import UniqueNames
 from flows.context import RunContext
+from sources.catalog import DocumentsRule
 from sources.database import Snapshot
-from sources.documents import iter_documents, open_blob
+from sources.documents import DocumentRef, iter_documents, open_blob
 from storage import links, objects
 from storage.s3 import require_bucket
-from tenant_export.errors import BadInput, StorageError, UnknownTenant
+from tenant_export.errors import BadInput, StorageError, TerminalError, UnknownTenant
 from tenant_export.ids import validate_export_id, validate_tenant_id
 
 MANIFEST = "datapackage.json"
@@ -116,15 +117,16 @@ def write_package(
                 path=path, bytes=out.bytes, sha256=out.sha256, rows=writer.rows, kind="table",
                 table=plan.name, schema=table_schema(stream.schema, plan.primary_key),
             ))
-        records.extend(_write_documents(ctx, snap, key, sink))
+        records.extend(_write_documents(ctx, snap, tenant_id, key, sink))
     return records
 
 
 def _write_documents(
-    ctx: RunContext, snap: Snapshot, key: object, sink: Any,
+    ctx: RunContext, snap: Snapshot, tenant_id: str, key: object, sink: Any,
 ) -> list[FileRecord]:
     docs_bucket = ctx.settings.documents_bucket
-    refs = iter_documents(snap, ctx.catalog, key)
+    refs = _confined(iter_documents(snap, ctx.catalog, key), ctx.catalog.config.documents,
+                     tenant_id)
     inputs = (
         DocumentInput(
             document_id=ref.document_id,
@@ -152,6 +154,24 @@ def _write_documents(
                "x-documents-missing": summary.documents_missing},
     )
     return [index_record, *parts]
+
+
+def _confined(refs: Iterator[DocumentRef], rule: DocumentsRule, tenant_id: str
+              ) -> Generator[DocumentRef, None, None]:
+    """Refuse a document whose key lies outside the tenant's prefix (when one is configured):
+    a platform row pointing at another tenant's blob must not ship that blob."""
+    prefix = rule.key_prefix.replace("{tenant_id}", tenant_id) if rule.key_prefix else None
+    try:
+        for ref in refs:
+            if prefix is not None and ref.storage_key and not ref.storage_key.startswith(prefix):
+                raise TerminalError(
+                    f"document {ref.document_id} has storage key {ref.storage_key!r} outside "
+                    f"the tenant's prefix {prefix!r}; refusing to export it", tenant_id=tenant_id)
+            yield ref
+    finally:
+        close = getattr(refs, "close", None)
+        if close is not None:
+            close()
 
 
 class _recording(AbstractContextManager[IO[bytes]]):

@@ -34,6 +34,11 @@ class DocumentsRule(BaseModel):
     id_column: str = "id"
     key_column: str = "storage_key"
     name_column: str = "filename"
+    key_prefix: str | None = Field(
+        default=None,
+        description="Where a tenant's blobs must live, e.g. 'tenants/{tenant_id}/': a key "
+        "outside it fails the export instead of shipping another tenant's file.",
+    )
 
 
 class CatalogConfig(BaseModel):

@@ -140,3 +140,20 @@ def test_a_disabled_lock_is_reactivated(sqlite_platform: Platform) -> None:
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(name)
     assert limit.active and limit.limit == 1
+
+
+def test_key_outside_the_tenant_prefix_is_refused(sqlite_platform: Platform,
+                                                  tmp_path: Any) -> None:
+    """A documents row of t-1 pointing at t-2's blob must not ship t-2's file."""
+    import sqlite3
+
+    from tenant_export.errors import TerminalError
+
+    db = sqlite_platform.source_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE documents SET storage_key = 't2/secret' WHERE id = 3")
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(catalog.read_text() + '\n[documents]\nkey_prefix = "t1/"\n')
+    with pytest.raises(TerminalError, match=r"document 3 .*'t2/secret'"):
+        run_export("t-1")
+    assert sqlite_platform.export_keys() == []
