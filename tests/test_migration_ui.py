@@ -126,6 +126,11 @@ def _logs(client: Any, run_id: UUID) -> list[str]:
         log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: assisted_migration pauses with key f'{case_id}-input-{step}'; case ids are upper-case "
+    "('M-20261126-...') and Prefect accepts only lower-case letters, digits and dashes in "
+    "flow-run input keys, so saving the form schema raises a ValidationError and the run "
+    "fails at its first pause (flows/migration_flow.py, pause_flow_run(..., key=...))"))
 def test_operator_runs_a_case_from_the_ui(sqlite_platform: Platform,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
