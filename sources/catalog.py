@@ -124,7 +124,7 @@ def discover(engine: Engine, config: CatalogConfig) -> Catalog:
     for name in names:
         rule = config.tables.get(name, TableRule())
         columns = [
-            Column(c["name"], c["type"], _type_text(c["type"]))
+            Column(c["name"], c["type"], _type_text(c["type"], engine))
             for c in inspector.get_columns(name, schema=config.db_schema)
         ]
         column_names = {c.name for c in columns}
@@ -182,8 +182,9 @@ def _check_documents(config: CatalogConfig, plans: list[TablePlan], names: list[
                        "named in the catalog's [documents]")
 
 
-def _type_text(declared: TypeEngine[object]) -> str:
+def _type_text(declared: TypeEngine[object], engine: Engine) -> str:
+    """The declared type as the source database spells it (``TIMESTAMP WITH TIME ZONE``)."""
     try:
-        return str(declared)
-    except Exception:  # noqa: BLE001 - some reflected types cannot render without a dialect
+        return str(declared.compile(dialect=engine.dialect))
+    except Exception:  # noqa: BLE001 - a type the dialect cannot render keeps its class name
         return type(declared).__name__
