@@ -13,6 +13,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from storage.keys import generate_master_key
 from tests import awkward
 from tests.services import moto_server, postgres_server, s3rver_server
 
@@ -64,6 +65,7 @@ class Platform:
     export_bucket: str
     s3: Any
     endpoint: str
+    backup_bucket: str = ""
 
     def export_keys(self) -> list[str]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.export_bucket)
@@ -82,10 +84,10 @@ def _platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, endpoint: str,
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     suffix = uuid.uuid4().hex[:10]
-    docs, exports = f"docs-{suffix}", f"exports-{suffix}"
+    docs, exports, backups = f"docs-{suffix}", f"exports-{suffix}", f"backups-{suffix}"
     client = s3_client(endpoint)
-    client.create_bucket(Bucket=docs)
-    client.create_bucket(Bucket=exports)
+    for bucket in (docs, exports, backups):
+        client.create_bucket(Bucket=bucket)
     for key, content in awkward.blobs().items():
         client.put_object(Bucket=docs, Key=key, Body=content)
     catalog = tmp_path / "catalog.toml"
@@ -94,9 +96,11 @@ def _platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, endpoint: str,
     monkeypatch.setenv("TENANT_EXPORT_CATALOG", str(catalog))
     monkeypatch.setenv("TENANT_EXPORT_DOCUMENTS_BUCKET", docs)
     monkeypatch.setenv("TENANT_EXPORT_EXPORT_BUCKET", exports)
+    monkeypatch.setenv("TENANT_EXPORT_BACKUP_BUCKET", backups)
+    monkeypatch.setenv("TENANT_EXPORT_MASTER_KEY", generate_master_key())  # per test, never stored
     monkeypatch.setenv("TENANT_EXPORT_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("TENANT_EXPORT_LOCK_WAIT_SECONDS", "5")
-    return Platform(source_url, docs, exports, client, endpoint)
+    return Platform(source_url, docs, exports, client, endpoint, backups)
 
 
 @pytest.fixture

@@ -1,0 +1,267 @@
+"""Verify and restore backup snapshots, in plain code.
+
+``verify`` reads back and decrypts every object of a snapshot (like ``restic check
+--read-data``). ``restore`` verifies first, so a damaged snapshot writes nothing; then it creates
+the tenant's tables in an empty target database in one transaction, loads the rows, uploads the
+documents, and checks row counts and document hashes against the manifest.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.exc import SQLAlchemyError
+
+from flows.backup import (
+    BLOB_OBJECT,
+    _decrypt,
+    data_key,
+    list_snapshots,
+    read_manifest,
+    schema_of,
+)
+from sources.database import describe_url, normalize_url
+from storage import backup_store as store
+from storage import objects
+from storage.aead import SeekableDecryptor, object_associated_data
+from storage.keys import KeyWrapper
+from storage.s3 import require_bucket
+from tenant_export.errors import BadInput, SourceUnavailable, VerificationFailed
+from tenant_export.settings import Settings
+
+_TEXT_TYPES = ("TEXT", "VARCHAR", "CHAR", "CHARACTER", "CLOB", "STRING")
+
+
+class StoreContext(Protocol):
+    """What verify and restore need: settings and an S3 client (not the platform database)."""
+
+    settings: Settings
+    s3: Any
+
+
+@dataclass
+class S3Context:
+    """A :class:`StoreContext` for commands that never touch the platform database."""
+
+    settings: Settings
+    s3: Any
+
+
+def resolve_snapshot(ctx: Any, tenant_id: str, snapshot_id: str | None) -> str:
+    """The given snapshot if complete, else the newest complete one."""
+    complete = list_snapshots(ctx, tenant_id)
+    if snapshot_id is None:
+        if not complete:
+            raise BadInput(f"tenant {tenant_id!r} has no complete backup snapshot",
+                           tenant_id=tenant_id)
+        return complete[-1]
+    if snapshot_id not in complete:
+        raise BadInput(f"no complete snapshot {snapshot_id!r} for tenant {tenant_id!r}",
+                       tenant_id=tenant_id)
+    return snapshot_id
+
+
+def verify_snapshot(ctx: Any, wrapper: KeyWrapper, tenant_id: str,
+                    snapshot_id: str | None = None) -> dict[str, Any]:
+    """Decrypt every object of the snapshot and compare sizes and hashes with the manifest."""
+    snapshot_id = resolve_snapshot(ctx, tenant_id, snapshot_id)
+    dek = data_key(ctx, wrapper, tenant_id, create=False)
+    manifest = read_manifest(ctx, dek, tenant_id, snapshot_id)
+    prefix = store.snapshot_prefix(tenant_id, snapshot_id)
+    checked = 0
+    for table in manifest["tables"]:
+        _check_plain(ctx, dek, tenant_id, prefix + table["object"],
+                     f"snapshots/{snapshot_id}/{table['object']}",
+                     table["plaintext_bytes"], table["plaintext_sha256"])
+        checked += 1
+    for sha in sorted({d["blob"] for d in manifest["documents"] if d.get("blob")}):
+        info = manifest["blobs"].get(sha, {})
+        _check_plain(ctx, dek, tenant_id, store.blob_key(tenant_id, sha), BLOB_OBJECT,
+                     info.get("plaintext_bytes"), sha)
+        checked += 1
+    return {"tenant_id": tenant_id, "snapshot_id": snapshot_id, "objects": checked + 1,
+            "tables": len(manifest["tables"]), "documents": len(manifest["documents"]),
+            "ok": True}
+
+
+def _check_plain(ctx: Any, dek: bytes, tenant_id: str, key: str, name: str,
+                 size: int | None, sha256: str) -> None:
+    digest, total = hashlib.sha256(), 0
+    for piece in _decrypt(ctx, dek, tenant_id, key, name):
+        digest.update(piece)
+        total += len(piece)
+    if digest.hexdigest() != sha256 or (size is not None and total != size):
+        raise VerificationFailed(
+            f"{key}: decrypts to {total} bytes sha256 {digest.hexdigest()}, the manifest says "
+            f"{size} bytes sha256 {sha256}", tenant_id=tenant_id)
+
+
+# -- restore ---------------------------------------------------------------------------------
+
+
+def restore_snapshot(ctx: Any, wrapper: KeyWrapper, tenant_id: str, target_url: str,
+                     snapshot_id: str | None = None,
+                     documents_bucket: str | None = None) -> dict[str, Any]:
+    """Rebuild the tenant's tables in ``target_url`` (and documents in a bucket), checked."""
+    report = verify_snapshot(ctx, wrapper, tenant_id, snapshot_id)  # nothing written if bad
+    snapshot_id = report["snapshot_id"]
+    dek = data_key(ctx, wrapper, tenant_id, create=False)
+    manifest = read_manifest(ctx, dek, tenant_id, snapshot_id)
+    url = normalize_url(target_url)
+    if documents_bucket:  # must exist before any table is written
+        require_bucket(ctx.s3, documents_bucket, "target documents", tenant_id)
+    engine = create_engine(url)
+    try:
+        existing = set(inspect(engine).get_table_names())
+    except SQLAlchemyError as err:
+        raise SourceUnavailable(f"cannot reach target database {describe_url(url)}: "
+                                f"{getattr(err, 'orig', err)}") from err
+    clash = sorted(existing & {t["name"] for t in manifest["tables"]})
+    if clash:
+        raise BadInput(f"target database already has table(s) {', '.join(clash)}; restore "
+                       "into an empty database", tenant_id=tenant_id)
+    same_backend = engine.dialect.name == manifest["source"]
+    prefix = store.snapshot_prefix(tenant_id, snapshot_id)
+    rows: dict[str, int] = {}
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for table in manifest["tables"]:
+            schema = schema_of(table)
+            loader = _TableLoader(engine.dialect, table["name"], schema, same_backend)
+            cursor.execute(loader.create_sql())
+            reader = SeekableDecryptor(
+                store.range_reader(ctx.s3, ctx.settings.backup_bucket, prefix + table["object"],
+                                   tenant_id),
+                table["ciphertext_bytes"], dek,
+                object_associated_data(tenant_id, f"snapshots/{snapshot_id}/{table['object']}"))
+            for batch in pq.ParquetFile(reader).iter_batches(batch_size=5000):
+                cursor.executemany(loader.insert_sql(), loader.rows(batch))
+            cursor.execute(f"SELECT count(*) FROM {loader.table}")
+            counted = cursor.fetchone()
+            rows[table["name"]] = int(counted[0]) if counted else 0
+            if rows[table["name"]] != table["rows"]:
+                raise VerificationFailed(f"table {table['name']!r}: restored "
+                                         f"{rows[table['name']]} rows, the manifest has "
+                                         f"{table['rows']}", tenant_id=tenant_id)
+        raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
+        engine.dispose()
+    restored_docs = 0
+    if documents_bucket:
+        restored_docs = _restore_documents(ctx, dek, tenant_id, manifest, documents_bucket)
+    return {**report, "target": describe_url(url), "rows": rows,
+            "documents_restored": restored_docs}
+
+
+def _restore_documents(ctx: Any, dek: bytes, tenant_id: str, manifest: dict[str, Any],
+                       bucket: str) -> int:
+    count = 0
+    for doc in manifest["documents"]:
+        if not doc.get("blob") or not doc.get("storage_key"):
+            continue
+        written: list[objects.StoredObject] = []
+        with objects.upload(ctx.s3, bucket, doc["storage_key"], tenant_id=tenant_id,
+                            written=written) as out:
+            for piece in _decrypt(ctx, dek, tenant_id, store.blob_key(tenant_id, doc["blob"]),
+                                  BLOB_OBJECT):
+                out.write(piece)
+        if written[0].sha256 != doc["blob"]:
+            raise VerificationFailed(f"document {doc['document_id']}: restored bytes do not "
+                                     "match its blob hash", tenant_id=tenant_id)
+        objects.verify(ctx.s3, bucket, written[0], tenant_id)
+        count += 1
+    return count
+
+
+class _TableLoader:
+    """DDL and rows for one table in the target, undoing the export's text renderings."""
+
+    def __init__(self, dialect: Any, name: str, schema: pa.Schema, same_backend: bool) -> None:
+        self.dialect = dialect
+        self.quote = dialect.identifier_preparer.quote
+        self.table = self.quote(name)
+        self.fields = [f for f in schema if b"sqlite_type_of" not in (f.metadata or {})]
+        self.companions = {
+            (f.metadata or {})[b"sqlite_type_of"].decode(): f.name
+            for f in schema if b"sqlite_type_of" in (f.metadata or {})}
+        self.same_backend = same_backend
+        self.param = "?" if dialect.name == "sqlite" else "%s"
+
+    def _declared(self, field: pa.Field) -> str:
+        declared = str((field.metadata or {}).get(b"source_type", b"").decode())
+        if self.same_backend and declared and declared != "NullType":
+            return declared
+        kind = field.type
+        if pa.types.is_integer(kind):
+            return "BIGINT"
+        if pa.types.is_floating(kind):
+            return "REAL" if self.dialect.name == "sqlite" else "DOUBLE PRECISION"
+        if pa.types.is_boolean(kind):
+            return "BOOLEAN"
+        if pa.types.is_binary(kind):
+            return "BLOB" if self.dialect.name == "sqlite" else "BYTEA"
+        return "" if self.dialect.name == "sqlite" else "TEXT"
+
+    def create_sql(self) -> str:
+        columns = ", ".join(f"{self.quote(f.name)} {self._declared(f)}".rstrip()
+                            for f in self.fields)
+        return f"CREATE TABLE {self.table} ({columns})"
+
+    def insert_sql(self) -> str:
+        names = ", ".join(self.quote(f.name) for f in self.fields)
+        marks = ", ".join(self._mark(f) for f in self.fields)
+        return f"INSERT INTO {self.table} ({names}) VALUES ({marks})"
+
+    def _mark(self, field: pa.Field) -> str:
+        declared = self._declared(field)
+        text_rendered = pa.types.is_string(field.type) and declared and not declared.upper(
+        ).startswith(_TEXT_TYPES)
+        if self.dialect.name == "postgresql" and text_rendered:
+            return f"CAST({self.param} AS {declared})"
+        return self.param
+
+    def rows(self, batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
+        columns: list[list[Any]] = []
+        for field in self.fields:
+            values = batch.column(field.name).to_pylist()
+            companion = self.companions.get(field.name)
+            classes = (field.metadata or {}).get(b"sqlite_storage_classes", b"").decode()
+            if companion is not None:
+                kinds = batch.column(companion).to_pylist()
+                values = [_by_class(v, k) for v, k in zip(values, kinds, strict=True)]
+            elif pa.types.is_string(field.type) and set(classes.split(",")) == {"integer",
+                                                                               "real"}:
+                values = [_number(v) for v in values]
+            columns.append(values)
+        return list(zip(*columns, strict=True)) if columns else []
+
+
+def _by_class(text: str | None, storage: str | None) -> Any:
+    if text is None or storage is None:
+        return None
+    if storage == "integer":
+        return int(text)
+    if storage == "real":
+        return float(text)
+    if storage == "blob":
+        return base64.b64decode(text)
+    return text
+
+
+def _number(text: str | None) -> int | float | None:
+    if text is None:
+        return None
+    if any(marker in text.lower() for marker in (".", "e", "inf", "nan")):
+        return float(text)
+    return int(text)

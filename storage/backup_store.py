@@ -1,0 +1,113 @@
+"""Backup objects in S3: layout, data-key records, ranges and server-side copies.
+
+Layout of one tenant under the backup bucket (``docs/backup-format.md``)::
+
+    backups/<tenant>/keys/data-key.json                  wrapped data key (delete = crypto-shred)
+    backups/<tenant>/blobs/<sha256>                       one encrypted document, content-addressed
+    backups/<tenant>/snapshots/<id>/tables/<table>.parquet   encrypted Parquet, one per table
+    backups/<tenant>/snapshots/<id>/manifest.json         encrypted manifest, written last
+    backups/<tenant>/staging/<random>                     blobs being written (never referenced)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from storage.s3 import error_code, raise_storage
+
+READ_CHUNK = 1024 * 1024
+MANIFEST = "manifest.json"
+
+
+def tenant_prefix(tenant_id: str) -> str:
+    """Everything of one tenant in the backup bucket."""
+    return f"backups/{tenant_id}/"
+
+
+def key_record_key(tenant_id: str) -> str:
+    """Where the tenant's wrapped data key lives."""
+    return f"{tenant_prefix(tenant_id)}keys/data-key.json"
+
+
+def blob_key(tenant_id: str, sha256: str) -> str:
+    """A document's encrypted blob, named by the SHA-256 of its plaintext."""
+    return f"{tenant_prefix(tenant_id)}blobs/{sha256}"
+
+
+def snapshot_prefix(tenant_id: str, snapshot_id: str) -> str:
+    """The folder of one snapshot."""
+    return f"{tenant_prefix(tenant_id)}snapshots/{snapshot_id}/"
+
+
+def staging_prefix(tenant_id: str) -> str:
+    """Blobs in flight; whatever is here after a run is garbage from an interrupted one."""
+    return f"{tenant_prefix(tenant_id)}staging/"
+
+
+def head(client: Any, bucket: str, key: str, tenant_id: str | None = None
+         ) -> dict[str, Any] | None:
+    """ETag and size of an object, or None when it does not exist."""
+    try:
+        response = client.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if error_code(err) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise_storage(err, f"inspecting {key!r} in {bucket!r}", tenant_id)
+    except BotoCoreError as err:
+        raise_storage(err, f"inspecting {key!r} in {bucket!r}", tenant_id)
+    return {"etag": str(response.get("ETag", "")).strip('"'),
+            "size": int(response["ContentLength"])}
+
+
+def chunks(client: Any, bucket: str, key: str, tenant_id: str | None = None) -> Iterator[bytes]:
+    """The object's bytes, streamed."""
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"reading {key!r} from {bucket!r}", tenant_id)
+    try:
+        yield from body.iter_chunks(READ_CHUNK)
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"reading {key!r} from {bucket!r}", tenant_id)
+    finally:
+        body.close()
+
+
+def range_reader(client: Any, bucket: str, key: str, tenant_id: str | None = None
+                 ) -> Callable[[int, int], bytes]:
+    """``read(start, end)``: bytes ``[start, end)`` of the object by an HTTP Range GET."""
+
+    def read(start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        try:
+            body = client.get_object(Bucket=bucket, Key=key,
+                                     Range=f"bytes={start}-{end - 1}")["Body"]
+            try:
+                return bytes(body.read())
+            finally:
+                body.close()
+        except (ClientError, BotoCoreError) as err:
+            raise_storage(err, f"reading {key!r} from {bucket!r}", tenant_id)
+
+    return read
+
+
+def copy(client: Any, bucket: str, source: str, target: str,
+         tenant_id: str | None = None) -> None:
+    """Server-side copy within the bucket (no bytes pass through this process)."""
+    try:
+        client.copy({"Bucket": bucket, "Key": source}, bucket, target)
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"copying {source!r} to {target!r} in {bucket!r}", tenant_id)
+
+
+def delete(client: Any, bucket: str, key: str, tenant_id: str | None = None) -> None:
+    """Delete one object (deleting a missing one is not an error in S3)."""
+    try:
+        client.delete_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"deleting {key!r} in {bucket!r}", tenant_id)
