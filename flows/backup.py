@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from exporters.names import UniqueNames
 from exporters.parquet_writer import ParquetTableWriter
-from flows.context import RunContext
+from flows.context import RunContext, StoreContext
 from flows.packaging import tenant_key
 from sources.database import Snapshot
 from sources.documents import iter_documents, open_blob
@@ -66,7 +66,7 @@ class BackupSummary:
 # -- keys ------------------------------------------------------------------------------------
 
 
-def data_key(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *, create: bool) -> bytes:
+def data_key(ctx: StoreContext, wrapper: KeyWrapper, tenant_id: str, *, create: bool) -> bytes:
     """The tenant's data key, unwrapped; created (and stored wrapped) on the first backup."""
     bucket, key = ctx.settings.backup_bucket, store.key_record_key(tenant_id)
     if store.head(ctx.s3, bucket, key, tenant_id) is None:
@@ -83,7 +83,7 @@ def data_key(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *, create: bo
 # -- manifests -------------------------------------------------------------------------------
 
 
-def _seal(ctx: RunContext, dek: bytes, tenant_id: str, key: str, name: str,
+def _seal(ctx: StoreContext, dek: bytes, tenant_id: str, key: str, name: str,
           write: Callable[[IO[bytes]], None]) -> dict[str, Any]:
     """Stream ``write``'s plaintext, encrypted, to ``key``; returns sizes and hashes."""
     with (objects.upload(ctx.s3, ctx.settings.backup_bucket, key, tenant_id=tenant_id) as out,
@@ -93,7 +93,7 @@ def _seal(ctx: RunContext, dek: bytes, tenant_id: str, key: str, name: str,
             "ciphertext_bytes": out.bytes, "ciphertext_sha256": out.sha256}
 
 
-def read_manifest(ctx: RunContext, dek: bytes, tenant_id: str, snapshot_id: str
+def read_manifest(ctx: StoreContext, dek: bytes, tenant_id: str, snapshot_id: str
                   ) -> dict[str, Any]:
     """Decrypt and parse a snapshot's manifest (``VerificationFailed`` names it)."""
     name = f"snapshots/{snapshot_id}/{store.MANIFEST}"
@@ -107,7 +107,7 @@ def read_manifest(ctx: RunContext, dek: bytes, tenant_id: str, snapshot_id: str
     return manifest
 
 
-def _decrypt(ctx: RunContext, dek: bytes, tenant_id: str, key: str, name: str
+def _decrypt(ctx: StoreContext, dek: bytes, tenant_id: str, key: str, name: str
              ) -> Any:
     try:
         yield from decrypt_stream(store.chunks(ctx.s3, ctx.settings.backup_bucket, key,
@@ -119,7 +119,7 @@ def _decrypt(ctx: RunContext, dek: bytes, tenant_id: str, key: str, name: str
         raise VerificationFailed(f"{key}: {err}", tenant_id=tenant_id) from err
 
 
-def list_snapshots(ctx: RunContext, tenant_id: str) -> list[str]:
+def list_snapshots(ctx: StoreContext, tenant_id: str) -> list[str]:
     """Ids of complete snapshots (those with a manifest), oldest first."""
     prefix = store.tenant_prefix(validate_tenant_id(tenant_id)) + "snapshots/"
     found = objects.list_prefixes(ctx.s3, ctx.settings.backup_bucket, prefix, tenant_id)
@@ -204,7 +204,7 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str) -> Backu
     return summary
 
 
-def _previous_documents(ctx: RunContext, dek: bytes, tenant_id: str
+def _previous_documents(ctx: StoreContext, dek: bytes, tenant_id: str
                         ) -> dict[str, dict[str, Any]]:
     """Documents of the newest complete snapshot, by id, with the blobs they point to."""
     snapshots = list_snapshots(ctx, tenant_id)
@@ -263,7 +263,7 @@ def _backup_document(ctx: RunContext, dek: bytes, tenant_id: str, ref: Any,
     return {**entry, "blob": sha}
 
 
-def _blob_info(ctx: RunContext, tenant_id: str, sha: str,
+def _blob_info(ctx: StoreContext, tenant_id: str, sha: str,
                previous: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Sizes of a blob stored by an earlier snapshot (from a manifest, else from S3)."""
     for doc in previous.values():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
@@ -11,6 +11,14 @@ from sources.catalog import Catalog, CatalogConfig, discover
 from sources.database import open_engine
 from storage.s3 import make_client
 from tenant_export.settings import Settings
+
+
+class StoreContext(Protocol):
+    """What steps that only touch S3 need (backup verify/restore/prune work without the
+    platform database)."""
+
+    settings: Settings
+    s3: Any
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,13 +36,6 @@ from tenant_export.errors import BadInput, SourceUnavailable, VerificationFailed
 from tenant_export.settings import Settings
 
 _TEXT_TYPES = ("TEXT", "VARCHAR", "CHAR", "CHARACTER", "CLOB", "STRING")
-
-
-class StoreContext(Protocol):
-    """What verify and restore need: settings and an S3 client (not the platform database)."""
-
-    settings: Settings
-    s3: Any
 
 
 @dataclass

@@ -221,6 +221,18 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         finally:
             batches.close()
 
+    def select_all(self, table: str, column: str, schema: str | None = None
+                   ) -> Generator[tuple[Any, ...], None, None]:
+        """Every value of one column (the tenants table is small)."""
+        sql = f"SELECT {self._quote(column)} FROM {self._table_ref(table, schema)} "
+        sql += f"ORDER BY {self._quote(column)}"
+        batches = self._rows(sql, [], f"table {table!r}")
+        try:
+            for rows in batches:
+                yield from rows
+        finally:
+            batches.close()
+
     def tenant_key(self, table: str, column: str, tenant_id: str,
                    schema: str | None = None) -> object | None:
         """The tenant's id as the database stores it, or None when there is no such tenant.

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         default=10, ge=1, description="How often a waiting case flow checks for input."
     )
 
+    keep_daily: int = Field(default=7, ge=0, description="Backups: daily snapshots kept.")
+    keep_weekly: int = Field(default=4, ge=0, description="Backups: weekly snapshots kept.")
+    keep_monthly: int = Field(default=12, ge=0, description="Backups: monthly snapshots kept.")
+
     def resolved_source_url(self) -> str:
         """The platform database URL, defaulting to the demo SQLite file."""
         return self.source_url or f"sqlite:///{self.state_dir / 'demo-platform.sqlite'}"
