@@ -14,12 +14,48 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import cast
+from typing import Any, cast
 
 from tenant_export.errors import ExportError
 
-DEPLOYMENT_NAMES = {"offboarding_export": "offboarding-export", "export_links": "export-links",
-                    "assisted_migration": "assisted-migration"}
+# Nightly backups at 03:30 Berlin time: after the 02:00-03:00 hour that the DST switches skip
+# or repeat, so the run happens exactly once every night. Retention follows at 05:30.
+NIGHTLY_BACKUP_CRON = "30 3 * * *"
+PRUNE_CRON = "30 5 * * *"
+TIMEZONE = "Europe/Berlin"
+
+
+def build_deployments() -> list[Any]:
+    """The deployments operators see in the UI (schedules included)."""
+    from prefect.deployments.runner import RunnerDeployment  # noqa: PLC0415
+    from prefect.schedules import Cron  # noqa: PLC0415
+
+    from flows.backup_flow import (  # noqa: PLC0415
+        nightly_backup,
+        prune_backups,
+        restore_backup,
+        verify_backup,
+    )
+    from flows.export_flow import export_links, offboarding_export  # noqa: PLC0415
+    from flows.migration_flow import assisted_migration  # noqa: PLC0415
+
+    specs: list[tuple[Any, str, str, dict[str, Any]]] = [
+        (offboarding_export, "offboarding-export",
+         "Self-service offboarding export of one tenant (CSV + ZIP, signed links).", {}),
+        (export_links, "export-links", "Fresh signed links for a retained export.", {}),
+        (assisted_migration, "assisted-migration",
+         "Assisted migration case (terms 14.2): waits for the operator's input (time, "
+         "bookings, automated steps) until closed; produces the statement.", {}),
+        (nightly_backup, "nightly-backup", "Encrypted backup of every tenant, every night.",
+         {"schedules": [Cron(NIGHTLY_BACKUP_CRON, timezone=TIMEZONE)]}),
+        (prune_backups, "prune-backups", "Backup retention (GFS), after the nightly backup.",
+         {"schedules": [Cron(PRUNE_CRON, timezone=TIMEZONE)]}),
+        (verify_backup, "verify-backup", "Decrypt and check every object of a snapshot.", {}),
+        (restore_backup, "restore-backup", "Restore a snapshot into an empty database.", {}),
+    ]
+    return [cast(RunnerDeployment, flow_.to_deployment(name=name, description=text,
+                                                       tags=["tenant-export"], **extra))
+            for flow_, name, text, extra in specs]
 
 
 def _wait_healthy(api_url: str, timeout: float = 90.0) -> None:
@@ -60,30 +96,8 @@ def serve_all(port: int) -> None:
             _wait_healthy(api_url)
             print(f"Prefect UI: http://127.0.0.1:{port}  (API {api_url})")
         from prefect import serve  # noqa: PLC0415
-        from prefect.deployments.runner import RunnerDeployment  # noqa: PLC0415
 
-        from flows.export_flow import export_links, offboarding_export  # noqa: PLC0415
-        from flows.migration_flow import assisted_migration  # noqa: PLC0415
-
-        deployments = (
-            cast(RunnerDeployment, offboarding_export.to_deployment(
-                name=DEPLOYMENT_NAMES["offboarding_export"],
-                description="Self-service offboarding export of one tenant (CSV + ZIP, "
-                "signed links).",
-                tags=["offboarding"],
-            )),
-            cast(RunnerDeployment, export_links.to_deployment(
-                name=DEPLOYMENT_NAMES["export_links"],
-                description="Fresh signed links for a retained export.",
-                tags=["offboarding"],
-            )),
-            cast(RunnerDeployment, assisted_migration.to_deployment(
-                name=DEPLOYMENT_NAMES["assisted_migration"],
-                description="Assisted migration case (terms 14.2): waits for the operator's "
-                "input (time, bookings, automated steps) until closed; produces the statement.",
-                tags=["offboarding", "billing"],
-            )),
-        )
+        deployments = build_deployments()
         # Settings are read when Prefect is imported: point this process at the server here.
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             serve(*deployments)
