@@ -71,8 +71,9 @@ def data_key(ctx: StoreContext, wrapper: KeyWrapper, tenant_id: str, *, create: 
     bucket, key = ctx.settings.backup_bucket, store.key_record_key(tenant_id)
     if store.head(ctx.s3, bucket, key, tenant_id) is None:
         if not create:
-            raise VerificationFailed(f"no data key for tenant {tenant_id!r}: no backup can be "
-                                     "read (never backed up, or purged)", tenant_id=tenant_id)
+            raise VerificationFailed(f"{key}: no data key for tenant {tenant_id!r}, so no backup "
+                                     "can be read (never backed up, or purged)",
+                                     tenant_id=tenant_id)
         dek = new_data_key()
         objects.put_bytes(ctx.s3, bucket, key, wrapper.wrap(dek, tenant_id),
                           content_type="application/json", tenant_id=tenant_id)

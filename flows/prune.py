@@ -59,6 +59,8 @@ def prune_tenant(ctx: Any, wrapper: KeyWrapper, tenant_id: str, policy: Retentio
             store.delete(ctx.s3, bucket, store.blob_key(tenant_id, sha), tenant_id)
         for key in staging:
             store.delete(ctx.s3, bucket, key, tenant_id)
+        # a run killed mid-upload leaves an open multipart upload, invisible to listings
+        objects.abort_uploads(ctx.s3, bucket, store.staging_prefix(tenant_id), tenant_id)
     return {"tenant_id": tenant_id, "dry_run": dry_run, "keep": keep, "forget": forget,
             "reasons": plan.reasons, "blobs_deleted": blobs_to_delete,
             "incomplete_snapshots_deleted": [p.rstrip("/").rsplit("/", 1)[-1] for p in stale],
