@@ -140,9 +140,10 @@ def apply_input(settings: Settings, desk: MigrationDesk, case_id: str, tenant_id
         links = export_links(tenant_id, None, action.link_ttl_seconds)
         return {"links": links, **_automated(desk, case_id, started, "fresh export links")}
     target = _need(action.target_uri, "target_uri")
-    result = offboarding_export(ExportRequest(tenant_id=tenant_id))
     ctx = RunContext.open(settings)
     try:
+        packaging.parse_target(ctx, target, tenant_id)  # refuse before exporting anything
+        result = offboarding_export(ExportRequest(tenant_id=tenant_id))
         export_id, _, manifest, records = packaging.load_package(ctx, tenant_id,
                                                                  result["export_id"])
         copied = packaging.deliver(ctx, tenant_id, export_id, records, manifest, target)

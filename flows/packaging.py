@@ -273,6 +273,16 @@ def load_package(ctx: RunContext, tenant_id: str, export_id: str | None
     return export_id, descriptor["created"], manifest, records
 
 
+def parse_target(ctx: RunContext, target_uri: str, tenant_id: str) -> tuple[str, str]:
+    """Bucket and prefix of a successor's ``s3://bucket/prefix``; the bucket must exist."""
+    bucket, _, prefix = target_uri.removeprefix("s3://").partition("/")
+    if not target_uri.startswith("s3://") or not bucket:
+        raise BadInput(f"target {target_uri!r} is not an s3://bucket/prefix URI",
+                       tenant_id=tenant_id)
+    require_bucket(ctx.s3, bucket, "target", tenant_id)
+    return bucket, prefix
+
+
 def deliver(ctx: RunContext, tenant_id: str, export_id: str, records: list[FileRecord],
             manifest: FileRecord, target_uri: str) -> list[str]:
     """Copy a verified package into a successor's bucket (``s3://bucket/prefix``), verified.
@@ -280,11 +290,7 @@ def deliver(ctx: RunContext, tenant_id: str, export_id: str, records: list[FileR
     The copy streams through this process, so the target may live on another S3 endpoint
     reachable with the same credentials (cross-account access granted by the successor).
     """
-    bucket, _, prefix = target_uri.removeprefix("s3://").partition("/")
-    if not target_uri.startswith("s3://") or not bucket:
-        raise BadInput(f"target {target_uri!r} is not an s3://bucket/prefix URI",
-                       tenant_id=tenant_id)
-    require_bucket(ctx.s3, bucket, "target", tenant_id)
+    bucket, prefix = parse_target(ctx, target_uri, tenant_id)
     base = prefix.strip("/") + "/" if prefix.strip("/") else ""
     source = package_prefix(tenant_id, export_id)
     copied: list[str] = []
