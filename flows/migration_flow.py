@@ -17,13 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billing.pricelist import DEFAULT_PRICE_LIST, PriceList
 from billing.statement import Statement
+from billing.tz import berlin_date
 from flows import packaging
 from flows.context import RunContext
 from flows.export_flow import ExportRequest, export_links, offboarding_export
 from flows.migration import MigrationDesk, parse_day, parse_instant, statement_csv
 from storage import objects
 from storage.ledger import Ledger
-from tenant_export.errors import BadInput
+from tenant_export.errors import BadInput, ExportError
 from tenant_export.ids import MAX_LINK_TTL_SECONDS
 from tenant_export.settings import Settings
 
@@ -113,16 +114,16 @@ class CaseInput(RunInput):
 def _automated(desk: MigrationDesk, case_id: str, started: float, what: str) -> dict[str, Any]:
     """Record an automated step with its own duration (whole minutes, rounded up)."""
     minutes = max(1, math.ceil((time.monotonic() - started) / 60))
-    return desk.log(case_id, minutes, "automation", datetime.now(UTC).date(), what)
+    return desk.log(case_id, minutes, "automation", berlin_date(datetime.now(UTC)), what)
 
 
 def apply_input(settings: Settings, desk: MigrationDesk, case_id: str, tenant_id: str,
                 action: CaseInput) -> dict[str, Any]:
     """Carry out one operator input on the case."""
-    now = datetime.now(UTC)
+    now = datetime.now(UTC).replace(microsecond=0)
     if action.action == "log-time":
         return desk.log(case_id, _need(action.minutes, "minutes"), action.kind,
-                        action.on or now.date(), action.note, action.entry_id)
+                        action.on or berlin_date(now), action.note, action.entry_id)
     if action.action == "book":
         return desk.book(case_id, _need(action.start, "start"), _need(action.minutes, "minutes"),
                          now)
@@ -179,7 +180,8 @@ def assisted_migration(request: MigrationCaseRequest) -> dict[str, Any]:
             packaging.check_tenant(ctx, request.tenant_id)
         finally:
             ctx.close()
-        opened = desk.open(request.tenant_id, request.critical, datetime.now(UTC))
+        opened = desk.open(request.tenant_id, request.critical,
+                           datetime.now(UTC).replace(microsecond=0))
         case_id, due = opened["case_id"], opened["first_response_due"]
     create_markdown_artifact(
         key=_artifact_key("migration", case_id),
@@ -195,7 +197,8 @@ def assisted_migration(request: MigrationCaseRequest) -> dict[str, Any]:
         try:
             action = pause_flow_run(
                 wait_for_input=CaseInput, timeout=settings.migration_wait_seconds,
-                poll_interval=settings.migration_poll_seconds, key=f"{case_id}-input-{step}")
+                poll_interval=settings.migration_poll_seconds,
+                key=f"{case_id.lower()}-input-{step}")  # Prefect: lowercase keys only
         except FlowPauseTimeout:
             logger.warning("no input for %s s: this run ends, case %s stays open (continue "
                            "it from the CLI or a new run with case_id)",
@@ -203,8 +206,8 @@ def assisted_migration(request: MigrationCaseRequest) -> dict[str, Any]:
             return {"case_id": case_id, "open": True}
         try:
             outcome = apply_input(settings, desk, case_id, request.tenant_id, action)
-        except BadInput as err:  # a wrong form entry must not end the case
-            logger.error("refused %s: %s", action.action, err)
+        except ExportError as err:  # a wrong entry or a failed step must not end the case
+            logger.error("%s failed: %s", action.action, err)
             continue
         logger.info("%s recorded: %s", action.action,
                     {k: v for k, v in outcome.items() if k not in ("links", "lines")})
@@ -222,7 +225,7 @@ def migration_command(command: str, arguments: dict[str, Any]) -> dict[str, Any]
     settings = Settings()
     desk = open_desk(settings)
     a = arguments
-    now = datetime.now(UTC)
+    now = datetime.now(UTC).replace(microsecond=0)
     try:
         if command == "open":
             ctx = RunContext.open(settings)
@@ -233,7 +236,7 @@ def migration_command(command: str, arguments: dict[str, Any]) -> dict[str, Any]
             at = parse_instant(a["at"], "--at") if a.get("at") else now
             return desk.open(a["tenant_id"], bool(a.get("critical")), at)
         if command == "log":
-            on = parse_day(a["on"], "--on") if a.get("on") else now.date()
+            on = parse_day(a["on"], "--on") if a.get("on") else berlin_date(now)
             return desk.log(a["case_id"], a["minutes"], a.get("kind", "work"), on,
                             a.get("note", ""), a.get("entry_id"))
         if command == "book":

@@ -294,7 +294,7 @@ def deliver(ctx: RunContext, tenant_id: str, export_id: str, records: list[FileR
     base = prefix.strip("/") + "/" if prefix.strip("/") else ""
     source = package_prefix(tenant_id, export_id)
     copied: list[str] = []
-    for record in [manifest, *records]:
+    for record in [*records, manifest]:  # the manifest last, as in the export itself
         key = f"{base}{tenant_id}/{export_id}/{record.path}"
         with objects.upload(ctx.s3, bucket, key, tenant_id=tenant_id) as out:
             objects.copy_stream(ctx.s3, ctx.settings.export_bucket, source + record.path, out,

@@ -21,6 +21,9 @@ def quiet_console(debug: bool) -> None:
     """Drop engine error records from console handlers (not from the API handler)."""
     if debug:
         return
+    from prefect.logging.configuration import setup_logging  # noqa: PLC0415
+
+    setup_logging()  # Prefect installs its handlers lazily; filter them once they exist
     for handler in logging.getLogger().handlers:
         if type(handler).__name__ == "PrefectConsoleHandler" and not any(
             isinstance(f, _NoEngineTracebacks) for f in handler.filters

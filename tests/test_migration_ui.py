@@ -12,7 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -126,11 +129,6 @@ def _logs(client: Any, run_id: UUID) -> list[str]:
         log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: assisted_migration pauses with key f'{case_id}-input-{step}'; case ids are upper-case "
-    "('M-20261126-...') and Prefect accepts only lower-case letters, digits and dashes in "
-    "flow-run input keys, so saving the form schema raises a ValidationError and the run "
-    "fails at its first pause (flows/migration_flow.py, pause_flow_run(..., key=...))"))
 def test_operator_runs_a_case_from_the_ui(sqlite_platform: Platform,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
@@ -247,7 +245,7 @@ def test_operator_runs_a_case_from_the_ui(sqlite_platform: Platform,
         # The refusal of the bad entry is in the run's logs (shipped to the API in batches).
         _wait_for("the refusal in the run's logs",
                   lambda: [m for m in _logs(client, run.id)
-                           if "refused log-time" in m and "positive" in m], None)
+                           if "log-time failed" in m and "positive" in m], None)
 
     # -- and the CSV in the export bucket ------------------------------------------------------
     rows = list(csv.reader(io.StringIO(sqlite_platform.get(csv_key).decode())))
@@ -258,3 +256,18 @@ def test_operator_runs_a_case_from_the_ui(sqlite_platform: Platform,
         ["2026-11-27", "live", "45", "60", "150.00", "150.00"],
         ["", "total", "", "", "", "227.50"],
     ]
+
+
+def test_a_refused_command_prints_no_traceback_in_a_real_process(
+        sqlite_platform: Platform) -> None:
+    """The operator's terminal, not CliRunner: a refused migration command is one error line."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    done = subprocess.run(
+        [sys.executable, "-m", "tenant_export.cli", "migration", "log", "M-unknown",
+         "--minutes", "5"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "tenant-export: error: unknown migration case 'M-unknown'")
+    assert "Traceback" not in done.stderr, done.stderr
