@@ -249,7 +249,7 @@ def _backup_document(ctx: RunContext, dek: bytes, tenant_id: str, ref: Any,
     sha = sealed["plaintext_sha256"]
     target = store.blob_key(tenant_id, sha)
     if store.head(ctx.s3, bucket, target, tenant_id) is None:
-        store.copy(ctx.s3, bucket, staging, target, tenant_id)
+        store.copy(ctx.s3, bucket, staging, target, tenant_id, sealed["ciphertext_bytes"])
         summary.blobs_uploaded += 1
         written.append(objects.StoredObject(target, sealed["ciphertext_bytes"],
                                             sealed["ciphertext_sha256"]))

@@ -127,7 +127,8 @@ def restore_snapshot(ctx: Any, wrapper: KeyWrapper, tenant_id: str, target_url: 
         cursor = raw.cursor()
         for table in manifest["tables"]:
             schema = schema_of(table)
-            loader = _TableLoader(engine.dialect, table["name"], schema, same_backend)
+            loader = _TableLoader(engine.dialect, table["name"], schema, same_backend,
+                                  table.get("primary_key", []))
             cursor.execute(loader.create_sql())
             reader = SeekableDecryptor(
                 store.range_reader(ctx.s3, ctx.settings.backup_bucket, prefix + table["object"],
@@ -180,7 +181,8 @@ def _restore_documents(ctx: Any, dek: bytes, tenant_id: str, manifest: dict[str,
 class _TableLoader:
     """DDL and rows for one table in the target, undoing the export's text renderings."""
 
-    def __init__(self, dialect: Any, name: str, schema: pa.Schema, same_backend: bool) -> None:
+    def __init__(self, dialect: Any, name: str, schema: pa.Schema, same_backend: bool,
+                 primary_key: list[str]) -> None:
         self.dialect = dialect
         self.quote = dialect.identifier_preparer.quote
         self.table = self.quote(name)
@@ -189,6 +191,7 @@ class _TableLoader:
             (f.metadata or {})[b"sqlite_type_of"].decode(): f.name
             for f in schema if b"sqlite_type_of" in (f.metadata or {})}
         self.same_backend = same_backend
+        self.primary_key = [c for c in primary_key if c in {f.name for f in self.fields}]
         self.param = "?" if dialect.name == "sqlite" else "%s"
 
     def _declared(self, field: pa.Field) -> str:
@@ -207,9 +210,10 @@ class _TableLoader:
         return "" if self.dialect.name == "sqlite" else "TEXT"
 
     def create_sql(self) -> str:
-        columns = ", ".join(f"{self.quote(f.name)} {self._declared(f)}".rstrip()
-                            for f in self.fields)
-        return f"CREATE TABLE {self.table} ({columns})"
+        columns = [f"{self.quote(f.name)} {self._declared(f)}".rstrip() for f in self.fields]
+        if self.primary_key:
+            columns.append(f"PRIMARY KEY ({', '.join(self.quote(c) for c in self.primary_key)})")
+        return f"CREATE TABLE {self.table} ({', '.join(columns)})"
 
     def insert_sql(self) -> str:
         names = ", ".join(self.quote(f.name) for f in self.fields)

@@ -19,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from storage.s3 import error_code, raise_storage
 
 READ_CHUNK = 1024 * 1024
+COPY_OBJECT_LIMIT = 5 * 1024**3
 MANIFEST = "manifest.json"
 
 
@@ -97,10 +98,14 @@ def range_reader(client: Any, bucket: str, key: str, tenant_id: str | None = Non
 
 
 def copy(client: Any, bucket: str, source: str, target: str,
-         tenant_id: str | None = None) -> None:
+         tenant_id: str | None = None, size: int | None = None) -> None:
     """Server-side copy within the bucket (no bytes pass through this process)."""
-    try:
-        client.copy({"Bucket": bucket, "Key": source}, bucket, target)
+    try:  # one request up to S3's 5 GB CopyObject limit; boto3's managed copy beyond it
+        if size is not None and size < COPY_OBJECT_LIMIT:
+            client.copy_object(Bucket=bucket, Key=target,
+                               CopySource={"Bucket": bucket, "Key": source})
+        else:
+            client.copy({"Bucket": bucket, "Key": source}, bucket, target)
     except (ClientError, BotoCoreError) as err:
         raise_storage(err, f"copying {source!r} to {target!r} in {bucket!r}", tenant_id)
 
