@@ -20,17 +20,19 @@ from datetime import UTC, datetime
 from typing import IO, Any, cast
 
 import pyarrow as pa
+from botocore.exceptions import ClientError
 
 from exporters.names import UniqueNames
 from exporters.parquet_writer import ParquetTableWriter
 from flows.context import RunContext, StoreContext
-from flows.packaging import tenant_key
+from flows.packaging import check_tenant, confined, tenant_key
 from sources.database import Snapshot
 from sources.documents import iter_documents, open_blob
 from storage import backup_store as store
 from storage import objects
 from storage.aead import EncryptingWriter, decrypt_stream, object_associated_data
 from storage.keys import KeyWrapper, new_data_key
+from storage.s3 import error_code, raise_storage
 from tenant_export.errors import StorageError, VerificationFailed
 from tenant_export.ids import validate_tenant_id
 
@@ -75,9 +77,13 @@ def data_key(ctx: StoreContext, wrapper: KeyWrapper, tenant_id: str, *, create: 
                                      "can be read (never backed up, or purged)",
                                      tenant_id=tenant_id)
         dek = new_data_key()
-        objects.put_bytes(ctx.s3, bucket, key, wrapper.wrap(dek, tenant_id),
-                          content_type="application/json", tenant_id=tenant_id)
-        return dek
+        try:  # only if still absent: overwriting a data key would orphan every snapshot
+            ctx.s3.put_object(Bucket=bucket, Key=key, Body=wrapper.wrap(dek, tenant_id),
+                              ContentType="application/json", IfNoneMatch="*")
+            return dek
+        except ClientError as err:
+            if error_code(err) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise_storage(err, f"writing {key!r} to {bucket!r}", tenant_id)
     return wrapper.unwrap(objects.read_bytes(ctx.s3, bucket, key, tenant_id), tenant_id)
 
 
@@ -139,6 +145,7 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str) -> Backu
     started = time.monotonic()
     validate_tenant_id(tenant_id)
     bucket = ctx.settings.backup_bucket
+    check_tenant(ctx, tenant_id)  # an unknown tenant gets no data key, no folder
     dek = data_key(ctx, wrapper, tenant_id, create=True)
     previous = _previous_documents(ctx, dek, tenant_id)
     snapshot_id = new_snapshot_id()
@@ -175,7 +182,9 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str) -> Backu
             summary.tables[plan.name] = rows
             summary.bytes_uploaded += sealed["ciphertext_bytes"]
             checkpoint(f"table:{plan.name}")
-        for ref in iter_documents(snap, ctx.catalog, key):
+        refs = confined(iter_documents(snap, ctx.catalog, key), ctx.catalog.config.documents,
+                        tenant_id)
+        for ref in refs:
             entry = _backup_document(ctx, dek, tenant_id, ref, previous, blobs, written, summary)
             documents.append(entry)
             checkpoint("document")

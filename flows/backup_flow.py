@@ -129,8 +129,17 @@ def prune_backups(dry_run: bool = False) -> list[dict[str, Any]]:
     policy = RetentionPolicy(settings.keep_daily, settings.keep_weekly, settings.keep_monthly)
     wrapper = master_key(settings)
     ctx = restore.S3Context(settings, make_client())
-    reports = []
-    for tenant_id in prune.backed_up_tenants(ctx):
-        with tenant_lock(tenant_id, settings.lock_wait_seconds):
-            reports.append(prune.prune_tenant(ctx, wrapper, tenant_id, policy, dry_run=dry_run))
+    reports: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for tenant_id in prune.backed_up_tenants(ctx):  # one tenant failing never stops the rest
+        try:
+            with tenant_lock(tenant_id, settings.lock_wait_seconds):
+                reports.append(prune.prune_tenant(ctx, wrapper, tenant_id, policy,
+                                                  dry_run=dry_run))
+        except ExportError as err:
+            get_run_logger().error("prune of %s failed: %s", tenant_id, err)
+            reports.append({"tenant_id": tenant_id, "error": str(err)})
+            failed.append(tenant_id)
+    if failed:
+        raise ExportError(f"prune failed for {len(failed)} tenants: {', '.join(failed)}")
     return reports

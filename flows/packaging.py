@@ -125,7 +125,7 @@ def _write_documents(
     ctx: RunContext, snap: Snapshot, tenant_id: str, key: object, sink: Any,
 ) -> list[FileRecord]:
     docs_bucket = ctx.settings.documents_bucket
-    refs = _confined(iter_documents(snap, ctx.catalog, key), ctx.catalog.config.documents,
+    refs = confined(iter_documents(snap, ctx.catalog, key), ctx.catalog.config.documents,
                      tenant_id)
     inputs = (
         DocumentInput(
@@ -156,7 +156,7 @@ def _write_documents(
     return [index_record, *parts]
 
 
-def _confined(refs: Iterator[DocumentRef], rule: DocumentsRule, tenant_id: str
+def confined(refs: Iterator[DocumentRef], rule: DocumentsRule, tenant_id: str
               ) -> Generator[DocumentRef, None, None]:
     """Refuse a document whose key lies outside the tenant's prefix (when one is configured):
     a platform row pointing at another tenant's blob must not ship that blob."""

@@ -44,8 +44,12 @@ def prune_tenant(ctx: Any, wrapper: KeyWrapper, tenant_id: str, policy: Retentio
         dek = data_key(ctx, wrapper, tenant_id, create=False)
         referenced = [[d["blob"] for d in read_manifest(ctx, dek, tenant_id, s)["documents"]
                        if d.get("blob")] for s in keep]
-        stored = [k.rsplit("/", 1)[-1] for k in objects.list_keys(
-            ctx.s3, bucket, store.tenant_prefix(tenant_id) + "blobs/", tenant_id)]
+        # a blob younger than a day may belong to a backup still running (whose manifest does
+        # not exist yet): leave it to a later prune
+        cutoff = (now or datetime.now(UTC)) - STALE_AFTER
+        stored = [k.rsplit("/", 1)[-1] for k, modified in objects.list_objects(
+            ctx.s3, bucket, store.tenant_prefix(tenant_id) + "blobs/", tenant_id)
+            if modified < cutoff]
         blobs_to_delete = sorted(unreferenced_blobs(stored, referenced))
     staging = objects.list_keys(ctx.s3, bucket, store.staging_prefix(tenant_id), tenant_id)
     if not dry_run:

@@ -9,6 +9,7 @@ documents, and checks row counts and document hashes against the manifest.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from typing import Any
@@ -102,27 +103,48 @@ def restore_snapshot(ctx: Any, wrapper: KeyWrapper, tenant_id: str, target_url: 
                      snapshot_id: str | None = None,
                      documents_bucket: str | None = None) -> dict[str, Any]:
     """Rebuild the tenant's tables in ``target_url`` (and documents in a bucket), checked."""
+    url = normalize_url(target_url)  # a wrong target fails now, not after hours of verifying
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise BadInput(f"restore target must be sqlite:// or postgresql://, not "
+                       f"{url.get_backend_name()!r}", tenant_id=tenant_id)
+    engine = create_engine(url)
+    try:
+        taken = _taken_names(engine)
+    except SQLAlchemyError as err:
+        raise SourceUnavailable(f"cannot reach target database {describe_url(url)}: "
+                                f"{getattr(err, 'orig', err)}") from err
+    if documents_bucket:  # must exist before any table is written
+        require_bucket(ctx.s3, documents_bucket, "target documents", tenant_id)
     report = verify_snapshot(ctx, wrapper, tenant_id, snapshot_id)  # nothing written if bad
     snapshot_id = report["snapshot_id"]
     dek = data_key(ctx, wrapper, tenant_id, create=False)
     manifest = read_manifest(ctx, dek, tenant_id, snapshot_id)
-    url = normalize_url(target_url)
-    if documents_bucket:  # must exist before any table is written
-        require_bucket(ctx.s3, documents_bucket, "target documents", tenant_id)
-    engine = create_engine(url)
-    try:
-        existing = set(inspect(engine).get_table_names())
-    except SQLAlchemyError as err:
-        raise SourceUnavailable(f"cannot reach target database {describe_url(url)}: "
-                                f"{getattr(err, 'orig', err)}") from err
-    clash = sorted(existing & {t["name"] for t in manifest["tables"]})
+    clash = sorted(t["name"] for t in manifest["tables"] if t["name"].casefold() in taken)
     if clash:
-        raise BadInput(f"target database already has table(s) {', '.join(clash)}; restore "
-                       "into an empty database", tenant_id=tenant_id)
+        raise BadInput(f"target database already has table(s) or view(s) {', '.join(clash)}; "
+                       "restore into an empty database", tenant_id=tenant_id)
+    if documents_bucket:
+        _check_document_targets(ctx, tenant_id, manifest, documents_bucket)
+    rows = _load_tables(ctx, engine, dek, tenant_id, snapshot_id, manifest)
+    restored_docs = 0
+    if documents_bucket:
+        restored_docs = _restore_documents(ctx, dek, tenant_id, manifest, documents_bucket)
+    return {**report, "target": describe_url(url), "rows": rows,
+            "documents_restored": restored_docs}
+
+
+def _load_tables(ctx: Any, engine: Any, dek: bytes, tenant_id: str, snapshot_id: str,
+                 manifest: dict[str, Any]) -> dict[str, int]:
+    """Create and fill every table in one transaction; row counts checked before commit."""
+    url = engine.url
     same_backend = engine.dialect.name == manifest["source"]
     prefix = store.snapshot_prefix(tenant_id, snapshot_id)
     rows: dict[str, int] = {}
     raw = engine.raw_connection()
+    driver: Any = raw.driver_connection
+    if engine.dialect.name == "sqlite":  # pysqlite would commit each CREATE TABLE by itself
+        driver.isolation_level = None
+        driver.execute("BEGIN")
     try:
         cursor = raw.cursor()
         for table in manifest["tables"]:
@@ -137,25 +159,62 @@ def restore_snapshot(ctx: Any, wrapper: KeyWrapper, tenant_id: str, target_url: 
                 object_associated_data(tenant_id, f"snapshots/{snapshot_id}/{table['object']}"))
             for batch in pq.ParquetFile(reader).iter_batches(batch_size=5000):
                 cursor.executemany(loader.insert_sql(), loader.rows(batch))
-            cursor.execute(f"SELECT count(*) FROM {loader.table}")
+            cursor.execute(f"SELECT count(*) FROM {loader.plain_table}")
             counted = cursor.fetchone()
             rows[table["name"]] = int(counted[0]) if counted else 0
             if rows[table["name"]] != table["rows"]:
                 raise VerificationFailed(f"table {table['name']!r}: restored "
                                          f"{rows[table['name']]} rows, the manifest has "
                                          f"{table['rows']}", tenant_id=tenant_id)
-        raw.commit()
-    except BaseException:
-        raw.rollback()
+        if engine.dialect.name == "sqlite":
+            driver.execute("COMMIT")
+        else:
+            raw.commit()
+    except BaseException as failure:
+        with contextlib.suppress(Exception):
+            if engine.dialect.name == "sqlite":
+                driver.execute("ROLLBACK")
+            else:
+                raw.rollback()
+        if isinstance(failure, SQLAlchemyError | _driver_errors()):
+            raise SourceUnavailable(f"restoring into {describe_url(url)}: {failure}",
+                                    tenant_id=tenant_id) from failure
         raise
     finally:
         raw.close()
         engine.dispose()
-    restored_docs = 0
-    if documents_bucket:
-        restored_docs = _restore_documents(ctx, dek, tenant_id, manifest, documents_bucket)
-    return {**report, "target": describe_url(url), "rows": rows,
-            "documents_restored": restored_docs}
+    return rows
+
+
+def _taken_names(engine: Any) -> set[str]:
+    """Tables and views of the target, case-folded (SQLite ignores case in names)."""
+    inspector = inspect(engine)
+    return {n.casefold() for n in [*inspector.get_table_names(), *inspector.get_view_names()]}
+
+
+def _check_document_targets(ctx: Any, tenant_id: str, manifest: dict[str, Any],
+                            bucket: str) -> None:
+    """Refuse before writing anything when a document would overwrite an existing object."""
+    for doc in manifest["documents"]:
+        key = doc.get("storage_key")
+        if not doc.get("blob") or not key:
+            continue
+        if store.head(ctx.s3, bucket, key, tenant_id) is not None:
+            raise BadInput(f"{bucket}/{key} already exists: restore documents into an empty "
+                           "bucket (nothing was written)", tenant_id=tenant_id)
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3  # noqa: PLC0415
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    try:
+        import psycopg  # noqa: PLC0415
+
+        errors += (psycopg.Error,)
+    except ImportError:  # pragma: no cover
+        pass
+    return errors
 
 
 def _restore_documents(ctx: Any, dek: bytes, tenant_id: str, manifest: dict[str, Any],
@@ -185,13 +244,18 @@ class _TableLoader:
                  primary_key: list[str]) -> None:
         self.dialect = dialect
         self.quote = dialect.identifier_preparer.quote
-        self.table = self.quote(name)
+        self.table = self.quote(name)  # in parameterised statements (psycopg doubles %)
+        self.plain_table = self.table.replace("%%", "%") if dialect.name != "sqlite" else (
+            self.table)
         self.fields = [f for f in schema if b"sqlite_type_of" not in (f.metadata or {})]
         self.companions = {
             (f.metadata or {})[b"sqlite_type_of"].decode(): f.name
             for f in schema if b"sqlite_type_of" in (f.metadata or {})}
         self.same_backend = same_backend
-        self.primary_key = [c for c in primary_key if c in {f.name for f in self.fields}]
+        # PostgreSQL only: in SQLite an INTEGER PRIMARY KEY becomes the rowid and would refuse
+        # or renumber values that SQLite's loose typing let the source keep
+        self.primary_key = [c for c in primary_key if c in {f.name for f in self.fields}] if (
+            dialect.name != "sqlite") else []
         self.param = "?" if dialect.name == "sqlite" else "%s"
 
     def _declared(self, field: pa.Field) -> str:
@@ -210,10 +274,16 @@ class _TableLoader:
         return "" if self.dialect.name == "sqlite" else "TEXT"
 
     def create_sql(self) -> str:
-        columns = [f"{self.quote(f.name)} {self._declared(f)}".rstrip() for f in self.fields]
+        quote = self._plain_quote
+        columns = [f"{quote(f.name)} {self._declared(f)}".rstrip() for f in self.fields]
         if self.primary_key:
-            columns.append(f"PRIMARY KEY ({', '.join(self.quote(c) for c in self.primary_key)})")
-        return f"CREATE TABLE {self.table} ({', '.join(columns)})"
+            columns.append(f"PRIMARY KEY ({', '.join(quote(c) for c in self.primary_key)})")
+        return f"CREATE TABLE {self.plain_table} ({', '.join(columns)})"
+
+    def _plain_quote(self, name: str) -> str:
+        """Quoted for a statement run without parameters (no ``%`` doubling)."""
+        quoted = str(self.quote(name))
+        return quoted.replace("%%", "%") if self.dialect.name != "sqlite" else quoted
 
     def insert_sql(self) -> str:
         names = ", ".join(self.quote(f.name) for f in self.fields)

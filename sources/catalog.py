@@ -145,12 +145,16 @@ def discover(engine: Engine, config: CatalogConfig) -> Catalog:
             "constrained_columns"
         ) or ())
         kept = tuple(c for c in columns if c.name not in rule.exclude_columns)
+        if not kept:
+            raise BadInput(f"catalog excludes every column of {name!r}: skip the table instead")
+        if set(pk) & set(rule.exclude_columns):
+            pk = ()  # what is left of a key need not be unique: no key at all
         plans.append(
             TablePlan(
                 name=name,
                 columns=kept,
                 filter_column=filter_column,
-                primary_key=tuple(k for k in pk if k not in rule.exclude_columns),
+                primary_key=pk,
                 excluded=tuple(rule.exclude_columns),
             )
         )

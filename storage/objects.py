@@ -193,6 +193,18 @@ def list_keys(client: Any, bucket: str, prefix: str, tenant_id: str | None = Non
     return keys
 
 
+def list_objects(client: Any, bucket: str, prefix: str, tenant_id: str | None = None
+                 ) -> list[tuple[str, Any]]:
+    """Every key under ``prefix`` with its LastModified time."""
+    found: list[tuple[str, Any]] = []
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found.extend((obj["Key"], obj["LastModified"]) for obj in page.get("Contents", []))
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"listing {prefix!r} in {bucket!r}", tenant_id)
+    return found
+
+
 def list_prefixes(client: Any, bucket: str, prefix: str, tenant_id: str | None = None) -> list[str]:
     """The immediate "folders" under ``prefix`` (which must end in ``/``)."""
     found: list[str] = []

@@ -89,9 +89,10 @@ def test_prune_keeps_what_the_policy_says_and_every_referenced_blob(
     ctx: Any = restore.S3Context(settings, RunContext.s3_only())
     wrapper = parse_master_key(settings.master_key or "")
     policy = RetentionPolicy(daily=3, weekly=1, monthly=1)
-    dry = prune.prune_tenant(ctx, wrapper, "t-1", policy, dry_run=True)
+    later = datetime.now(UTC) + timedelta(days=2)  # past the blobs' grace period
+    dry = prune.prune_tenant(ctx, wrapper, "t-1", policy, dry_run=True, now=later)
     assert len(backup.list_snapshots(ctx, "t-1")) == 12  # a dry run deletes nothing
-    report = prune.prune_tenant(ctx, wrapper, "t-1", policy, dry_run=False)
+    report = prune.prune_tenant(ctx, wrapper, "t-1", policy, dry_run=False, now=later)
     assert report["keep"] == dry["keep"] and report["forget"] == dry["forget"]
     kept = backup.list_snapshots(ctx, "t-1")
     # daily=3 keeps Nov 12, 11, 10; the newest of the newest week (W46) and of the newest
