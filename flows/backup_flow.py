@@ -15,6 +15,7 @@ from flows import backup, prune, restore
 from flows.context import RunContext
 from flows.export_flow import RETRY_DELAYS, _retry_transient
 from flows.locks import tenant_lock
+from flows.packaging import check_tenant
 from sources.database import Snapshot
 from storage.keys import KeyWrapper, parse_master_key
 from storage.retention import RetentionPolicy
@@ -65,12 +66,15 @@ def nightly_backup(tenants: list[str] | None = None) -> list[dict[str, Any]]:
     settings = Settings()
     master_key(settings)
     require_bucket(make_client(), settings.backup_bucket, "backup")
-    if not tenants:
-        ctx = RunContext.open(settings)
-        try:
+    ctx = RunContext.open(settings)
+    try:
+        if tenants:  # named tenants must exist: a typo is bad input, not a failed night
+            for tenant_id in tenants:
+                check_tenant(ctx, tenant_id)
+        else:
             tenants = all_tenants(ctx)
-        finally:
-            ctx.close()
+    finally:
+        ctx.close()
     futures = {t: backup_one.submit(t) for t in tenants}
     wait(list(futures.values()))
     results: list[dict[str, Any]] = []

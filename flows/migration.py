@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,16 @@ def rules() -> Iterator[None]:
 def new_id(prefix: str) -> str:
     """A short unguessable id: ``M-20261126-3f2a9c1b``."""
     return f"{prefix}-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
+
+
+_CALLER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+
+
+def _caller_id(value: str | None) -> str | None:
+    """An id chosen by the caller: letters, digits, '_' and '-' (ids with '.' are ours)."""
+    if value is not None and not _CALLER_ID.fullmatch(value):
+        raise BadInput(f"invalid id {value!r}: use 1-100 letters, digits, '_' or '-'")
+    return value
 
 
 def parse_instant(text: str, what: str) -> datetime:
@@ -163,7 +174,7 @@ class MigrationDesk:
             entry_id: str | None = None) -> dict[str, Any]:
         """Record time spent; the same ``entry_id`` twice counts once."""
         self.open_case_of(case_id)
-        entry_id = entry_id or new_id("T")
+        entry_id = _caller_id(entry_id) or new_id("T")
         with rules():
             fact = TimeEntry(entry_id, on, kind, minutes, note)  # type: ignore[arg-type]
             self._check_prices(on, kind)
@@ -217,14 +228,20 @@ class MigrationDesk:
                 entry_id: str | None = None) -> dict[str, Any]:
         """Reverse an earlier charge with a new, negative line (never an edit)."""
         case = self.open_case_of(case_id)
-        entry_id = entry_id or new_id("C")
+        _caller_id(entry_id)
+        # One reversal per line, whatever id the caller chose: the ledger id is derived from
+        # what is reversed, so two concurrent corrections cannot both be recorded.
+        reversal_id = f"{reverses}.reversal"
+        existing = self.ledger.get(reversal_id)
+        payload = {"reverses": reverses, "note": note}
+        if existing is not None and existing.payload == payload and existing.case_id == case_id:
+            return {"case_id": case_id, "entry_id": reversal_id, "recorded": False}
         facts = [f for f in (_fact(e) for e in case.events) if f is not None]
         with rules():
-            correction = Correction(entry_id, reverses, note)
+            correction = Correction(reversal_id, reverses, note)
             build_statement(case_id, case.tenant_id, [*facts, correction], self.prices)
-        payload = {"reverses": reverses, "note": note}
-        _, created = self.ledger.append(LedgerEvent(entry_id, case_id, CORRECTION, payload))
-        return {"case_id": case_id, "entry_id": entry_id, "recorded": created}
+        _, created = self.ledger.append(LedgerEvent(reversal_id, case_id, CORRECTION, payload))
+        return {"case_id": case_id, "entry_id": reversal_id, "recorded": created}
 
     def close(self, case_id: str, at: datetime) -> Statement:
         """Close the case (nothing can be added afterwards) and return its statement."""

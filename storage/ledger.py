@@ -123,10 +123,10 @@ class Ledger:
             if existing is None:  # pragma: no cover - a unique violation on another column
                 raise
             if not existing.same_fact(new):
-                raise BadInput(
-                    f"id {new.event_id!r} is already used by another {existing.kind} "
-                    f"entry of case {existing.case_id!r}; nothing was written"
-                ) from None
+                where = (f"entry of case {existing.case_id!r}" if existing.case_id == new.case_id
+                         else "entry of another case")  # never name another tenant's case
+                raise BadInput(f"id {new.event_id!r} is already used by another "
+                               f"{existing.kind} {where}; nothing was written") from None
             return existing, False
         except SQLAlchemyError as err:
             raise ControlDbError(f"cannot write to the control database: {_reason(err)}") from err

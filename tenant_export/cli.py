@@ -294,6 +294,8 @@ def sla_due(
             amount = Decimal(hours)
         except InvalidOperation as err:
             raise BadInput(f"--hours: {hours!r} is not a number") from err
+        if not amount.is_finite():
+            raise BadInput(f"--hours: {hours!r} is not a finite number")
         with rules():
             due = due_time(moment, amount if amount != amount.to_integral() else int(amount))
         return {"received": moment.isoformat(), "hours": hours, "due": due.isoformat()}

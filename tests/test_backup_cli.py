@@ -41,6 +41,7 @@ def test_backup_cycle_through_the_cli(sqlite_platform: Platform, tmp_path: Path)
     (["backup"], "name tenants or pass --all"),
     (["backup", "t-1", "--all"], "not both"),
     (["backup", "../x"], "invalid tenant id"),
+    (["backup", "t-1", "nosuch"], "unknown tenant 'nosuch'"),
     (["snapshots", "a b"], "invalid tenant id"),
     (["verify", "t-1"], "no complete backup snapshot"),
     (["restore", "t-1", "--target", "sqlite:///x.db", "--snapshot", "nope"],

@@ -146,5 +146,30 @@ def test_sla_due_command() -> None:
     for bad in (["--received", "2026-06-03T17:30:00", "--hours", "2"],
                 ["--received", "2026-06-03T17:30:00+02:00", "--hours", "0"],
                 ["--received", "yesterday", "--hours", "2"],
-                ["--received", "2026-06-03T17:30:00+02:00", "--hours", "two"]):
+                ["--received", "2026-06-03T17:30:00+02:00", "--hours", "two"],
+                ["--received", "2026-06-03T17:30:00+02:00", "--hours", "inf"],
+                ["--received", "2026-06-03T17:30:00+02:00", "--hours", "sNaN"]):
         assert runner.invoke(app, ["sla", "due", *bad]).exit_code == 2, bad
+
+
+def test_ids_and_reversals_cannot_break_a_case(sqlite_platform: Platform) -> None:
+    _, first, _ = cli("open", "t-1", "--at", "2026-11-26T10:00:00+01:00")
+    _, other, _ = cli("open", "t-2", "--at", "2026-11-26T10:00:00+01:00")
+    case = first["case_id"]
+    assert cli("log", case, "--minutes", "30", "--on", "2026-11-26", "--entry-id", "w-9")[0] == 0
+    # ids with '.' are the ledger's own (".closed", ".outcome", ".reversal"): refused
+    code, _, err = cli("log", case, "--minutes", "5", "--entry-id", f"{case}.closed")
+    assert code == 2 and "invalid id" in err
+    # an id used in another tenant's case is refused without naming that case
+    code, _, err = cli("log", other["case_id"], "--minutes", "5", "--on", "2026-11-26",
+                       "--entry-id", "w-9")
+    assert code == 2 and case not in err and "another case" in err
+    # one reversal per line: a repeat is idempotent, a second, different one is refused
+    assert cli("correct", case, "--reverses", "w-9", "--note", "typo")[0] == 0
+    code, again, _ = cli("correct", case, "--reverses", "w-9", "--note", "typo")
+    assert code == 0 and again["recorded"] is False
+    code, _, err = cli("correct", case, "--reverses", "w-9", "--note", "other reason")
+    assert code == 2
+    code, statement, err = cli("close", case)
+    assert code == 0, err
+    assert statement["total_eur"] == "0.00"
