@@ -26,6 +26,7 @@ from exporters.names import UniqueNames
 from exporters.parquet_writer import ParquetTableWriter
 from flows.context import RunContext, StoreContext
 from flows.packaging import check_tenant, confined, tenant_key
+from sources.catalog import discover
 from sources.database import Snapshot
 from sources.documents import iter_documents, open_blob
 from storage import backup_store as store
@@ -156,9 +157,12 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str) -> Backu
     blobs: dict[str, dict[str, Any]] = {}
     written: list[objects.StoredObject] = []
     names = UniqueNames()
+    # A backup must be restorable to what the platform held: the export's exclusions and
+    # skipped tables (secrets that never leave for a client) are backed up, encrypted.
+    catalog = discover(ctx.engine, ctx.catalog.config.model_copy(update={"tables": {}}))
     with Snapshot(ctx.engine, batch_rows=ctx.settings.batch_rows) as snap:
         key = tenant_key(ctx, snap, tenant_id)
-        for plan in ctx.catalog.tables:
+        for plan in catalog.tables:
             stream = snap.read_table(plan, key, schema=ctx.catalog.config.db_schema)
             name = f"tables/{names.claim(plan.name, 'table')}.parquet"
             rows = 0

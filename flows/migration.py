@@ -139,8 +139,14 @@ class MigrationDesk:
             raise BadInput(f"migration case {case_id!r} is closed; nothing was written")
         return case
 
+    def closed_statement(self, case_id: str) -> dict[str, Any] | None:
+        """The statement as issued when the case was closed (never re-priced afterwards)."""
+        closed = next((e for e in self.case(case_id).events if e.kind == CLOSED), None)
+        stored = closed.payload.get("statement") if closed else None
+        return dict(stored) if isinstance(stored, dict) else None
+
     def statement(self, case_id: str) -> Statement:
-        """The statement as it stands (priced from the ledger, not stored)."""
+        """The statement as it stands (priced from the ledger with the current price list)."""
         case = self.case(case_id)
         facts = [f for f in (_fact(e) for e in case.events) if f is not None]
         with rules():
@@ -247,7 +253,8 @@ class MigrationDesk:
         """Close the case (nothing can be added afterwards) and return its statement."""
         self.open_case_of(case_id)
         statement = self.statement(case_id)
-        payload = {"closed_at": at.isoformat(), "total_eur": f"{statement.total_eur:.2f}"}
+        payload = {"closed_at": at.isoformat(), "total_eur": f"{statement.total_eur:.2f}",
+                   "statement": statement.to_json()}  # frozen: a later price change is moot
         self.ledger.append(LedgerEvent(f"{case_id}.closed", case_id, CLOSED, payload))
         return statement
 

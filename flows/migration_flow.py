@@ -254,7 +254,8 @@ def migration_command(command: str, arguments: dict[str, Any]) -> dict[str, Any]
         if command == "close":
             return close_case(settings, desk, a["case_id"], now)
         if command == "statement":
-            return desk.statement(a["case_id"]).to_json()
+            issued = desk.closed_statement(a["case_id"])
+            return issued if issued is not None else desk.statement(a["case_id"]).to_json()
         raise BadInput(f"unknown migration command {command!r}")
     finally:
         desk.ledger.close()

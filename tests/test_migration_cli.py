@@ -8,6 +8,7 @@ import io
 import json
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from storage.ledger import Ledger
@@ -173,3 +174,20 @@ def test_ids_and_reversals_cannot_break_a_case(sqlite_platform: Platform) -> Non
     code, statement, err = cli("close", case)
     assert code == 0, err
     assert statement["total_eur"] == "0.00"
+
+
+def test_a_closed_statement_is_never_repriced(sqlite_platform: Platform,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Any) -> None:
+    _, opened, _ = cli("open", "t-1", "--at", "2026-11-26T10:00:00+01:00")
+    case = opened["case_id"]
+    cli("log", case, "--minutes", "60", "--on", "2026-11-26")
+    code, closed, _ = cli("close", case)
+    assert closed["total_eur"] == "150.00"
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[[prices]]\neffective = 2020-01-01\nlive_eur_per_hour = "300.00"\n'
+                      'work_eur_per_hour = "300.00"\n')
+    monkeypatch.setenv("TENANT_EXPORT_PRICE_LIST", str(prices))
+    code, again, err = cli("statement", case)
+    assert code == 0, err
+    assert again["total_eur"] == "150.00" and again["lines"] == closed["lines"]
