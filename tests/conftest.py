@@ -99,7 +99,7 @@ def _platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, endpoint: str,
     monkeypatch.setenv("TENANT_EXPORT_BACKUP_BUCKET", backups)
     monkeypatch.setenv("TENANT_EXPORT_MASTER_KEY", generate_master_key())  # per test, never stored
     monkeypatch.setenv("TENANT_EXPORT_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("TENANT_EXPORT_LOCK_WAIT_SECONDS", "5")
+    monkeypatch.setenv("TENANT_EXPORT_LOCK_WAIT_SECONDS", "30")  # generous on a busy CI machine
     return Platform(source_url, docs, exports, client, endpoint, backups)
 
 

@@ -98,7 +98,7 @@ def test_tenant_lock_excludes_a_second_run(sqlite_platform: Platform,
     from flows.locks import tenant_lock
 
     monkeypatch.setenv("TENANT_EXPORT_LOCK_WAIT_SECONDS", "1")
-    with tenant_lock("t-1", wait_seconds=5), pytest.raises(TenantBusy, match="t-1"):
+    with tenant_lock("t-1", wait_seconds=30), pytest.raises(TenantBusy, match="t-1"):
         run_export("t-1")
     assert sqlite_platform.export_keys() == []
     run_export("t-2")  # other tenants are not blocked ...
@@ -122,8 +122,10 @@ def test_lock_is_strict_when_the_limit_vanishes(prefect_server: None) -> None:
         pass
 
 
-def test_a_disabled_lock_is_reactivated(sqlite_platform: Platform) -> None:
+def test_a_disabled_lock_is_reactivated(sqlite_platform: Platform,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """An operator disabling the limit in the UI must not turn the lock off."""
+    monkeypatch.setenv("TENANT_EXPORT_LOCK_WAIT_SECONDS", "2")
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 

@@ -16,8 +16,9 @@ from tests.conftest import Platform
 
 
 @pytest.fixture(autouse=True)
-def patient_locks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Several tenants acquire their locks at once on a cold client: allow the default wait."""
+def patient_locks(sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several tenants acquire their locks at once on a busy machine: allow the default wait
+    (after the platform fixture, which sets a short one)."""
     monkeypatch.setenv("TENANT_EXPORT_LOCK_WAIT_SECONDS", "30")
 
 
