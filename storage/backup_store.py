@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from storage import objects
 from storage.s3 import error_code, raise_storage
 
 READ_CHUNK = 1024 * 1024
@@ -84,15 +85,7 @@ def range_reader(client: Any, bucket: str, key: str, tenant_id: str | None = Non
     def read(start: int, end: int) -> bytes:
         if end <= start:
             return b""
-        try:
-            body = client.get_object(Bucket=bucket, Key=key,
-                                     Range=f"bytes={start}-{end - 1}")["Body"]
-            try:
-                return bytes(body.read())
-            finally:
-                body.close()
-        except (ClientError, BotoCoreError) as err:
-            raise_storage(err, f"reading {key!r} from {bucket!r}", tenant_id)
+        return objects.read_bytes(client, bucket, key, tenant_id, byte_range=(start, end))
 
     return read
 

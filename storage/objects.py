@@ -134,10 +134,12 @@ def put_bytes(
     return StoredObject(key=key, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
-def read_bytes(client: Any, bucket: str, key: str, tenant_id: str | None = None) -> bytes:
-    """A small object whole (the manifest)."""
+def read_bytes(client: Any, bucket: str, key: str, tenant_id: str | None = None,
+               byte_range: tuple[int, int] | None = None) -> bytes:
+    """A small object whole (a manifest), or bytes ``[start, end)`` of any object."""
+    extra = {"Range": f"bytes={byte_range[0]}-{byte_range[1] - 1}"} if byte_range else {}
     try:
-        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        body = client.get_object(Bucket=bucket, Key=key, **extra)["Body"]
         try:
             return bytes(body.read())
         finally:
