@@ -106,7 +106,7 @@ def read_manifest(ctx: StoreContext, dek: bytes, tenant_id: str, snapshot_id: st
     """Decrypt and parse a snapshot's manifest (``VerificationFailed`` names it)."""
     name = f"snapshots/{snapshot_id}/{store.MANIFEST}"
     key = store.snapshot_prefix(tenant_id, snapshot_id) + store.MANIFEST
-    data = b"".join(_decrypt(ctx, dek, tenant_id, key, name))
+    data = b"".join(decrypt_object(ctx, dek, tenant_id, key, name))
     manifest: dict[str, Any] = json.loads(data)
     if (manifest.get("format"), manifest.get("tenant_id"), manifest.get("snapshot_id")) != (
             FORMAT, tenant_id, snapshot_id):
@@ -115,8 +115,9 @@ def read_manifest(ctx: StoreContext, dek: bytes, tenant_id: str, snapshot_id: st
     return manifest
 
 
-def _decrypt(ctx: StoreContext, dek: bytes, tenant_id: str, key: str, name: str
-             ) -> Any:
+def decrypt_object(ctx: StoreContext, dek: bytes, tenant_id: str, key: str, name: str
+                   ) -> Any:
+    """An object's plaintext, streamed; ``VerificationFailed`` names the object."""
     try:
         yield from decrypt_stream(store.chunks(ctx.s3, ctx.settings.backup_bucket, key,
                                                tenant_id),

@@ -20,7 +20,7 @@ from typing import Any
 
 from billing.errors import RuleViolation
 from billing.pricelist import DEFAULT_PRICE_LIST, PriceList
-from billing.rules import check_booking, session_day, validate_minutes
+from billing.rules import check_booking, check_no_show, session_day, validate_minutes
 from billing.sla import first_response_due
 from billing.statement import (
     Booking,
@@ -222,8 +222,6 @@ class MigrationDesk:
         """The client was not online within 5 minutes of the start: the booked time is charged."""
         case, booking = self._booking(booking_id)
         self._no_outcome_yet(case, booking_id)
-        from billing.rules import check_no_show  # noqa: PLC0415 - keeps the import list short
-
         with rules():
             check_no_show(at, booking.start)
         payload = {"booking_id": booking_id, "at": at.isoformat()}

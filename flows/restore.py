@@ -21,13 +21,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from flows.backup import (
     BLOB_OBJECT,
-    _decrypt,
     data_key,
+    decrypt_object,
     list_snapshots,
     read_manifest,
     schema_of,
 )
-from sources.database import describe_url, normalize_url
+from sources.database import describe_url, driver_errors, normalize_url
 from storage import backup_store as store
 from storage import objects
 from storage.aead import SeekableDecryptor, object_associated_data
@@ -87,7 +87,7 @@ def verify_snapshot(ctx: Any, wrapper: KeyWrapper, tenant_id: str,
 def _check_plain(ctx: Any, dek: bytes, tenant_id: str, key: str, name: str,
                  size: int | None, sha256: str) -> None:
     digest, total = hashlib.sha256(), 0
-    for piece in _decrypt(ctx, dek, tenant_id, key, name):
+    for piece in decrypt_object(ctx, dek, tenant_id, key, name):
         digest.update(piece)
         total += len(piece)
     if digest.hexdigest() != sha256 or (size is not None and total != size):
@@ -176,7 +176,7 @@ def _load_tables(ctx: Any, engine: Any, dek: bytes, tenant_id: str, snapshot_id:
                 driver.execute("ROLLBACK")
             else:
                 raw.rollback()
-        if isinstance(failure, SQLAlchemyError | _driver_errors()):
+        if isinstance(failure, SQLAlchemyError | driver_errors()):
             raise SourceUnavailable(f"restoring into {describe_url(url)}: {failure}",
                                     tenant_id=tenant_id) from failure
         raise
@@ -204,19 +204,6 @@ def _check_document_targets(ctx: Any, tenant_id: str, manifest: dict[str, Any],
                            "bucket (nothing was written)", tenant_id=tenant_id)
 
 
-def _driver_errors() -> tuple[type[BaseException], ...]:
-    import sqlite3  # noqa: PLC0415
-
-    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
-    try:
-        import psycopg  # noqa: PLC0415
-
-        errors += (psycopg.Error,)
-    except ImportError:  # pragma: no cover
-        pass
-    return errors
-
-
 def _restore_documents(ctx: Any, dek: bytes, tenant_id: str, manifest: dict[str, Any],
                        bucket: str) -> int:
     count = 0
@@ -226,7 +213,7 @@ def _restore_documents(ctx: Any, dek: bytes, tenant_id: str, manifest: dict[str,
         written: list[objects.StoredObject] = []
         with objects.upload(ctx.s3, bucket, doc["storage_key"], tenant_id=tenant_id,
                             written=written) as out:
-            for piece in _decrypt(ctx, dek, tenant_id, store.blob_key(tenant_id, doc["blob"]),
+            for piece in decrypt_object(ctx, dek, tenant_id, store.blob_key(tenant_id, doc["blob"]),
                                   BLOB_OBJECT):
                 out.write(piece)
         if written[0].sha256 != doc["blob"]:

@@ -187,7 +187,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
                 cursor.execute(sql, tuple(params))
             while rows := cursor.fetchmany(self._batch_rows):
                 yield rows
-        except _driver_errors() as err:
+        except driver_errors() as err:
             raise _translate(err, what) from err
         finally:
             # An abandoned reader may be closed after its snapshot; the cursor went with it.
@@ -322,7 +322,8 @@ def _to_batch(
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _driver_errors() -> tuple[type[BaseException], ...]:
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """Errors the database drivers raise (SQLite, psycopg), for translation at the edge."""
     errors: tuple[type[BaseException], ...] = (sqlite3.Error, UnicodeDecodeError)
     try:
         import psycopg  # noqa: PLC0415 - optional at import time

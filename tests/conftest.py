@@ -15,7 +15,7 @@ from botocore.config import Config
 
 from storage.keys import generate_master_key
 from tests import awkward
-from tests.services import moto_server, postgres_server, s3rver_server
+from tests.services import fresh_database, moto_server, postgres_server, s3rver_server
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -114,12 +114,7 @@ def sqlite_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_endpoi
 @pytest.fixture
 def postgres_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_endpoint: str,
                       postgres_url: str, prefect_server: None) -> Platform:
-    import psycopg
-
-    name = f"p_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    url = fresh_database(postgres_url, "p")
     awkward.create_postgres(url)
     return _platform(monkeypatch, tmp_path, moto_endpoint, url, ("test", "test"))
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,18 @@ def postgres_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fresh_database(postgres_url: str, prefix: str, *settings: str) -> str:
+    """A new empty database on the test server (``ALTER DATABASE ... SET`` each setting)."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+        for setting in settings:
+            conn.execute(f"ALTER DATABASE {name} SET {setting}")
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 @contextlib.contextmanager

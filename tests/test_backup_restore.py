@@ -18,6 +18,7 @@ from tenant_export.settings import Settings
 from tests import awkward
 from tests.conftest import Platform
 from tests.helpers import source_rows
+from tests.services import fresh_database
 
 
 def context() -> RunContext:
@@ -89,10 +90,7 @@ def test_sqlite_backup_verify_restore(sqlite_platform: Platform, tmp_path: Path)
 def test_postgres_backup_restore(postgres_platform: Platform, postgres_url: str) -> None:
     ctx = context()
     backup.backup_tenant(ctx, wrapper(), "t-1")
-    name = f"r_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    target = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    target = fresh_database(postgres_url, "r")
     restore.restore_snapshot(ctx, wrapper(), "t-1", target)
     compare_restored(postgres_platform.source_url, target)
     ctx.close()

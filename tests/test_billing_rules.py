@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from billing.errors import RuleViolation
-from billing.pricelist import DEFAULT_PRICE_LIST, PriceList
+from billing.pricelist import DEFAULT_PRICE_LIST
 from billing.rules import (
     Charge,
     cancellation_is_free,
@@ -22,21 +22,9 @@ from billing.rules import (
     validate_minutes,
     work_amount,
 )
+from tests.billing_data import NEW_PRICES
 
 RATE = Decimal("150.00")
-NEW_PRICES = PriceList.from_toml(
-    """
-[[prices]]
-effective = 2020-01-01
-live_eur_per_hour = "150.00"
-work_eur_per_hour = "150.00"
-[[prices]]
-effective = 2026-07-01
-live_eur_per_hour = "180.00"
-work_eur_per_hour = "160.00"
-""",
-    source="test",
-)
 
 
 def at(text: str) -> datetime:

@@ -22,20 +22,8 @@ from billing.statement import (
     TimeEntry,
     build_statement,
 )
+from tests.billing_data import NEW_PRICES
 
-NEW_PRICES = PriceList.from_toml(
-    """
-[[prices]]
-effective = 2020-01-01
-live_eur_per_hour = "150.00"
-work_eur_per_hour = "150.00"
-[[prices]]
-effective = 2026-07-01
-live_eur_per_hour = "180.00"
-work_eur_per_hour = "160.00"
-""",
-    source="test",
-)
 AWKWARD_PRICES = PriceList.from_toml(
     '[[prices]]\neffective = 2020-01-01\nlive_eur_per_hour = "155.55"\n'
     'work_eur_per_hour = "155.55"\n'

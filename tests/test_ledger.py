@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -10,19 +9,14 @@ import sqlalchemy as sa
 
 from storage.ledger import Ledger, LedgerEvent
 from tenant_export.errors import BadInput, ControlDbError
+from tests.services import fresh_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/control/control.sqlite"  # the folder is created
-    import psycopg
-
-    base: str = request.getfixturevalue("postgres_url")
-    name = f"c_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return base.rsplit("/", 1)[0] + f"/{name}"
+    return fresh_database(request.getfixturevalue("postgres_url"), "c")
 
 
 def test_append_is_idempotent_by_id(ledger_url: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from tests.conftest import Platform, _platform
 from tests.helpers import fetch_package, read_table
+from tests.services import fresh_database
 
 pytestmark = pytest.mark.postgres
 
@@ -45,15 +45,10 @@ EXPECTED = {
 @pytest.fixture
 def odd_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, moto_endpoint: str,
                  postgres_url: str, prefect_server: None) -> Platform:
-    name = f"odd_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-        # settings a DBA may have left behind; the export must not depend on them
-        conn.execute(f"ALTER DATABASE {name} SET extra_float_digits = 0")
-        conn.execute(f"ALTER DATABASE {name} SET DateStyle = 'SQL, DMY'")
-        conn.execute(f"ALTER DATABASE {name} SET IntervalStyle = 'sql_standard'")
-        conn.execute(f"ALTER DATABASE {name} SET TimeZone = 'America/St_Johns'")
-    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    # settings a DBA may have left behind; the export must not depend on them
+    url = fresh_database(postgres_url, "odd", "extra_float_digits = 0",
+                         "DateStyle = 'SQL, DMY'", "IntervalStyle = 'sql_standard'",
+                         "TimeZone = 'America/St_Johns'")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(DDL)
     platform = _platform(monkeypatch, tmp_path, moto_endpoint, url, ("test", "test"))

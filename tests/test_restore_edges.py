@@ -16,6 +16,7 @@ from storage.keys import parse_master_key
 from tenant_export.errors import BadInput
 from tenant_export.settings import Settings
 from tests.conftest import Platform
+from tests.services import fresh_database
 from tests.test_postgres_edges import odd_platform  # noqa: F401 - fixture
 
 
@@ -43,10 +44,7 @@ def as_text(url: str, table: str, tenant: int) -> list[tuple[Any, ...]]:
 def test_postgres_restore_of_hostile_names_and_values(odd_platform: Platform,  # noqa: F811
                                                       postgres_url: str) -> None:
     ctx, wrapper = backed_up("7")
-    name = f"r_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    target = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    target = fresh_database(postgres_url, "r")
     restore.restore_snapshot(ctx, wrapper, "7", target)
     assert as_text(target, "odd?table%", 7) == as_text(odd_platform.source_url, "odd?table%", 7)
     ctx.close()
