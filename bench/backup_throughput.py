@@ -57,12 +57,11 @@ from common import (
     ratio,
 )
 
-from flows.backup import backup_tenant, data_key, list_snapshots, read_manifest
-from flows.context import RunContext
-from flows.restore import S3Context, restore_snapshot, verify_snapshot
+from flows.backup import backup_tenant
+from flows.context import RunContext, S3Context
+from flows.restore import restore_snapshot, verify_snapshot
+from kernel.settings import Settings
 from storage.keys import KeyWrapper, generate_master_key, parse_master_key
-from storage.s3 import make_client
-from tenant_export.settings import Settings
 
 BACKUP_BUCKET = "bench-backups"
 RESTORE_BUCKET = "bench-restored-documents"
@@ -109,13 +108,13 @@ def _plain(info: dict[str, Any] | None) -> int:
 def snapshot_sizes(ctx: Any, wrapper: KeyWrapper, tenant: str, snapshot_id: str
                    ) -> dict[str, int]:
     """Sizes from the snapshot's manifest, and which blobs the snapshot before it lacked."""
-    dek = data_key(ctx, wrapper, tenant, create=False)
-    complete = list_snapshots(ctx, tenant)
-    manifest = read_manifest(ctx, dek, tenant, snapshot_id)
+    dek = ctx.store.data_key(wrapper, tenant, create=False)
+    complete = ctx.store.list_snapshots(tenant)
+    manifest = ctx.store.read_manifest(dek, tenant, snapshot_id)
     position = complete.index(snapshot_id)
     before: set[str] = set()
     if position > 0:
-        before = set(read_manifest(ctx, dek, tenant, complete[position - 1])["blobs"])
+        before = set(ctx.store.read_manifest(dek, tenant, complete[position - 1])["blobs"])
     blobs: dict[str, dict[str, Any]] = manifest["blobs"]
     referenced = {d["blob"] for d in manifest["documents"] if d.get("blob")}
     new = referenced - before
@@ -136,10 +135,9 @@ def child_run(kind: str, tenant: str, result_path: Path, target: str | None,
     """One backup, verify or restore, exactly as the flows do it minus Prefect and the lock."""
     ready = time.time()
     settings = Settings()
-    wrapper = parse_master_key(settings.master_key or "")
+    wrapper = parse_master_key(settings.master_key_value() or "")
     # verify and restore never touch the platform database (as in the flows)
-    ctx: Any = RunContext.open(settings) if kind == "backup" else S3Context(settings,
-                                                                             make_client())
+    ctx: Any = RunContext.open(settings) if kind == "backup" else S3Context.open(settings)
     result: dict[str, Any] = {}
     try:
         opened, rss_opened = time.time(), common.peak_rss_kib()

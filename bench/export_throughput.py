@@ -42,8 +42,8 @@ from common import BIG_TENANT, DOCUMENTS_BUCKET, MIB, SMALL_TENANT, Measured, Pl
 
 from flows.context import RunContext
 from flows.packaging import discard_package, verify_package, write_package
-from tenant_export.ids import new_export_id
-from tenant_export.settings import Settings
+from kernel.ids import new_export_id
+from kernel.settings import Settings
 
 EXPORT_BUCKET = "bench-exports"
 

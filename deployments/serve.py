@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from typing import Any, cast
 
-from tenant_export.errors import ExportError
+from kernel.errors import ExportError
 
 # Nightly backups at 03:30 Berlin time: after the 02:00-03:00 hour that the DST switches skip
 # or repeat, so the run happens exactly once every night. Retention follows at 05:30.

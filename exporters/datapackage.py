@@ -13,13 +13,15 @@ from typing import Any
 
 import pyarrow as pa
 
+from kernel.arrowmeta import (
+    META_SCHEMA_TYPE,
+    META_SOURCE_TYPE,
+    META_STORAGE_CLASSES,
+    META_TYPE_OF,
+)
+
 PROFILE = "https://datapackage.org/profiles/2.0/datapackage.json"
 FORMAT_VERSION = "1.0"
-META_SCHEMA_TYPE = b"table_schema_type"
-META_SOURCE_TYPE = b"source_type"
-META_STORAGE_CLASSES = b"sqlite_storage_classes"
-META_TYPE_OF = b"sqlite_type_of"
-# These keys mirror sources/arrow_types.py: Arrow field metadata is the contract between stages.
 CSV_DIALECT = {
     "header": True,
     "delimiter": ",",

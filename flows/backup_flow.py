@@ -5,49 +5,40 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, cast
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import backup, prune, restore
-from flows.context import RunContext
-from flows.export_flow import RETRY_DELAYS, _retry_transient
+from flows.context import RunContext, S3Context, current_settings
 from flows.locks import tenant_lock
-from flows.packaging import check_tenant
+from flows.retry import step
+from flows.targets import resolve_target
+from kernel.errors import BadInput, ExportError
+from kernel.ids import validate_tenant_id
+from kernel.settings import Settings
 from sources.database import Snapshot
+from sources.tenants import all_tenants
 from storage.keys import KeyWrapper, parse_master_key
 from storage.retention import RetentionPolicy
-from storage.s3 import make_client, require_bucket
-from tenant_export.errors import BadInput, ExportError
-from tenant_export.ids import validate_tenant_id
-from tenant_export.settings import Settings
+from storage.s3 import require_bucket
 
 NIGHTLY_PARALLELISM = 4
 
 
 def master_key(settings: Settings) -> KeyWrapper:
     """The key wrapper of ``TENANT_EXPORT_MASTER_KEY`` (refused when unset)."""
-    if not settings.master_key:
+    value = settings.master_key_value()
+    if not value:
         raise BadInput("TENANT_EXPORT_MASTER_KEY is not set: backups are encrypted under it "
                        "(generate one with `tenant-export keygen`; keep it in a secret store)")
-    return parse_master_key(settings.master_key)
+    return parse_master_key(value)
 
 
-def all_tenants(ctx: RunContext) -> list[str]:
-    """Every tenant id the platform lists."""
-    config = ctx.catalog.config
-    with Snapshot(ctx.engine) as snap:
-        return sorted(str(row[0]) for row in snap.select_all(
-            config.tenants_table, config.tenants_id_column, schema=config.db_schema))
-
-
-@task(cache_policy=NO_CACHE, retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=_retry_transient, task_run_name="backup-{tenant_id}")
-def backup_one(tenant_id: str) -> dict[str, Any]:
+@step(task_run_name="backup-{tenant_id}")
+def backup_one(tenant_id: str, settings: Settings) -> dict[str, Any]:
     """Back up one tenant under its lock (shared with exports)."""
-    settings = Settings()
     validate_tenant_id(tenant_id)
     with tenant_lock(tenant_id, settings.lock_wait_seconds):
         ctx = RunContext.open(settings)
@@ -63,19 +54,20 @@ def nightly_backup(tenants: list[str] | None = None) -> list[dict[str, Any]]:
     """Back up the given tenants (default: all), at most 4 at a time; one failing never stops
     the others, but fails the run once all are done."""
     logger = get_run_logger()
-    settings = Settings()
+    settings = current_settings()
     master_key(settings)
-    require_bucket(make_client(), settings.backup_bucket, "backup")
     ctx = RunContext.open(settings)
     try:
+        require_bucket(ctx.s3, settings.backup_bucket, "backup")
         if tenants:  # named tenants must exist: a typo is bad input, not a failed night
             for tenant_id in tenants:
-                check_tenant(ctx, tenant_id)
+                ctx.check_tenant(tenant_id)
         else:
-            tenants = all_tenants(ctx)
+            with Snapshot(ctx.engine) as snap:
+                tenants = all_tenants(ctx.catalog, snap)
     finally:
         ctx.close()
-    futures = {t: backup_one.submit(t) for t in tenants}
+    futures = {t: backup_one.submit(t, settings) for t in tenants}
     wait(list(futures.values()))
     results: list[dict[str, Any]] = []
     for tenant_id, future in futures.items():
@@ -102,37 +94,41 @@ def nightly_backup(tenants: list[str] | None = None) -> list[dict[str, Any]]:
 def list_snapshots(tenant_id: str) -> list[str]:
     """Complete snapshots of a tenant, oldest first."""
     validate_tenant_id(tenant_id)
-    ctx = restore.S3Context(Settings(), make_client())
-    return backup.list_snapshots(ctx, tenant_id)
+    return S3Context.open(current_settings()).store.list_snapshots(tenant_id)
 
 
 @flow(name="verify_backup", flow_run_name="verify-{tenant_id}")
 def verify_backup(tenant_id: str, snapshot_id: str | None = None) -> dict[str, Any]:
     """Decrypt and check every object of a snapshot."""
     validate_tenant_id(tenant_id)
-    settings = Settings()
-    ctx = restore.S3Context(settings, make_client())
-    return restore.verify_snapshot(ctx, master_key(settings), tenant_id, snapshot_id)
+    settings = current_settings()
+    return restore.verify_snapshot(S3Context.open(settings), master_key(settings), tenant_id,
+                                   snapshot_id)
 
 
 @flow(name="restore_backup", flow_run_name="restore-{tenant_id}")
-def restore_backup(tenant_id: str, target_url: str, snapshot_id: str | None = None,
+def restore_backup(tenant_id: str, target: str | None = None, snapshot_id: str | None = None,
                    documents_bucket: str | None = None) -> dict[str, Any]:
-    """Restore a snapshot into an empty database (and documents into a bucket)."""
+    """Restore a snapshot into an empty database (and documents into a bucket).
+
+    ``target`` names the database without carrying a credential: a URL without password,
+    ``env:VARIABLE`` or ``secret:BLOCK`` (a Prefect Secret block); default:
+    ``TENANT_EXPORT_RESTORE_TARGET_URL``.
+    """
     validate_tenant_id(tenant_id)
-    settings = Settings()
-    ctx = restore.S3Context(settings, make_client())
-    return restore.restore_snapshot(ctx, master_key(settings), tenant_id, target_url,
-                                    snapshot_id, documents_bucket)
+    settings = current_settings()
+    url = resolve_target(target, settings)
+    return restore.restore_snapshot(S3Context.open(settings), master_key(settings), tenant_id,
+                                    url, snapshot_id, documents_bucket)
 
 
 @flow(name="prune_backups", flow_run_name="prune")
 def prune_backups(dry_run: bool = False) -> list[dict[str, Any]]:
     """Apply the retention policy to every backed-up tenant, each under its lock."""
-    settings = Settings()
+    settings = current_settings()
     policy = RetentionPolicy(settings.keep_daily, settings.keep_weekly, settings.keep_monthly)
     wrapper = master_key(settings)
-    ctx = restore.S3Context(settings, make_client())
+    ctx = S3Context.open(settings)
     reports: list[dict[str, Any]] = []
     failed: list[str] = []
     for tenant_id in prune.backed_up_tenants(ctx):  # one tenant failing never stops the rest

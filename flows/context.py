@@ -1,47 +1,88 @@
-"""Everything one run needs, resolved once from the settings at the edge."""
+"""Everything one run needs, opened from the settings the edge resolved.
+
+The edge (CLI, demo) resolves :class:`Settings` once and installs it with :func:`using`; a flow
+started by a Prefect worker is its own edge and resolves them from its environment. Flows ask
+:func:`current_settings` once and pass the result down; nothing else reads the environment.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 
+from kernel.settings import Settings
 from sources.catalog import Catalog, CatalogConfig, discover
-from sources.database import open_engine
+from sources.database import Snapshot, open_engine
+from sources.tenants import tenant_key
 from storage.s3 import make_client
-from tenant_export.settings import Settings
+from storage.snapshots import SnapshotStore
+
+_current: ContextVar[Settings | None] = ContextVar("tenant_export_settings", default=None)
 
 
-class StoreContext(Protocol):
-    """What steps that only touch S3 need (backup verify/restore/prune work without the
-    platform database)."""
+@contextmanager
+def using(settings: Settings) -> Iterator[Settings]:
+    """Make ``settings`` the ones flows started in this context run with."""
+    token = _current.set(settings)
+    try:
+        yield settings
+    finally:
+        _current.reset(token)
 
-    settings: Settings
-    s3: Any
+
+def current_settings() -> Settings:
+    """The settings installed by the edge, or (in a worker's flow run) the environment's."""
+    installed = _current.get()
+    return installed if installed is not None else Settings()
 
 
 @dataclass
-class RunContext:
-    """Connections and the resolved catalog, shared by the steps of a run."""
+class S3Context:
+    """What steps that only touch S3 need (verify, restore, prune work without the platform
+    database)."""
 
     settings: Settings
-    engine: Engine
-    catalog: Catalog
-    s3: Any
+    s3: Any = field(repr=False)
+
+    @classmethod
+    def open(cls, settings: Settings) -> S3Context:
+        """An S3 client built from the settings."""
+        return cls(settings=settings, s3=make_client(settings))
+
+    @property
+    def store(self) -> SnapshotStore:
+        """The backup bucket in the snapshot format."""
+        return SnapshotStore(self.s3, self.settings.backup_bucket)
+
+
+@dataclass
+class RunContext(S3Context):
+    """Connections and the resolved catalog, shared by the steps of a run."""
+
+    engine: Engine = field(repr=False)
+    catalog: Catalog = field(repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> RunContext:
         """Reach the database and read its catalog; S3 is checked by the steps that need it."""
         config = CatalogConfig.load(settings.catalog)
         engine = open_engine(settings.resolved_source_url())
-        catalog = discover(engine, config)
-        return cls(settings=settings, engine=engine, catalog=catalog, s3=make_client())
+        try:
+            catalog = discover(engine, config)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(settings=settings, s3=make_client(settings), engine=engine, catalog=catalog)
 
-    @staticmethod
-    def s3_only() -> Any:
-        """An S3 client for steps that do not touch the platform database."""
-        return make_client()
+    def check_tenant(self, tenant_id: str) -> object:
+        """The tenant's stored id, or ``UnknownTenant`` (exit 2) before anything is written."""
+        with Snapshot(self.engine) as snap:
+            return tenant_key(self.catalog, snap, tenant_id)
 
     def close(self) -> None:
         """Release pooled database connections."""

@@ -5,23 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from exporters.datapackage import FileRecord
 from flows import packaging
-from flows.context import RunContext
+from flows.context import RunContext, current_settings
 from flows.locks import tenant_lock
-from tenant_export.errors import BadInput, is_transient
-from tenant_export.ids import (
-    DEFAULT_LINK_TTL_SECONDS,
-    MAX_LINK_TTL_SECONDS,
-    new_export_id,
-    validate_tenant_id,
-)
-from tenant_export.settings import Settings
+from flows.retry import step
+from kernel.errors import BadInput
+from kernel.ids import artifact_key, new_export_id, validate_tenant_id
+from kernel.timeparse import DEFAULT_LINK_TTL_SECONDS, MAX_LINK_TTL_SECONDS, check_link_ttl
 
 
 class ExportRequest(BaseModel):
@@ -34,6 +29,9 @@ class ExportRequest(BaseModel):
         description="Lifetime of the signed links, at most 7 days (604800 s).",
     )
     excel: bool = Field(default=False, description="Start CSV files with a UTF-8 BOM for Excel.")
+    links_in_artifact: bool = Field(
+        default=False, description="Also show the signed links in the run's artifact (anyone "
+        "who can read the Prefect UI can then use them until they expire).")
 
     @field_validator("tenant_id")
     @classmethod
@@ -44,55 +42,47 @@ class ExportRequest(BaseModel):
             raise ValueError(str(err)) from err
 
 
-def _retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
-    return is_transient(state.result(raise_on_failure=False))
-
-
-RETRY_DELAYS = [2.0, 10.0, 30.0]
-
-
-@task(cache_policy=NO_CACHE, retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=_retry_transient)
+@step()
 def write_package(ctx: RunContext, tenant_id: str, export_id: str, excel: bool
                   ) -> list[FileRecord]:
     """Stream tables and documents from one snapshot into the staged package."""
     return packaging.write_package(ctx, tenant_id, export_id, excel=excel)
 
 
-@task(cache_policy=NO_CACHE, retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=_retry_transient)
+@step()
 def verify_package(ctx: RunContext, tenant_id: str, export_id: str,
                    records: list[FileRecord]) -> None:
     """Read back every object and compare SHA-256."""
     packaging.verify_package(ctx, tenant_id, export_id, records)
 
 
-@task(cache_policy=NO_CACHE, retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=_retry_transient)
+@step()
 def publish_manifest(ctx: RunContext, tenant_id: str, export_id: str, created_at: datetime,
                      records: list[FileRecord]) -> FileRecord:
     """Write datapackage.json last: the package becomes an export."""
     return packaging.publish_manifest(ctx, tenant_id, export_id, created_at, records)
 
 
-@task(cache_policy=NO_CACHE, retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=_retry_transient)
+@step()
 def discard_package(ctx: RunContext, tenant_id: str, export_id: str) -> int:
     """Delete a package that failed before it was published."""
     return packaging.discard_package(ctx, tenant_id, export_id)
 
 
-def publish_artifacts(result: packaging.ExportResult) -> None:
-    """A table of files with their links, and the manifest summary, on the flow run."""
-    key = "export-" + "".join(c if c.isalnum() else "-" for c in result.tenant_id.lower())
+def publish_artifacts(result: packaging.ExportResult, *, with_links: bool = False) -> None:
+    """The files of the package (sizes, SHA-256) on the flow run; links only when asked for,
+    since anyone who can read the Prefect UI could use them."""
+    key = artifact_key("export", result.tenant_id)
+    rows = [{"path": f.path, "bytes": f.bytes, "rows": f.rows, "sha256": f.sha256,
+             **({"url": f.url} if with_links else {})} for f in result.files]
+    note = (" Links are bearer secrets: send them only to the tenant's authorised contacts."
+            if with_links else " Links are not shown here; run export-links or the CLI for them.")
     create_table_artifact(
-        key=key,
-        table=[f.model_dump() for f in result.files],
-        description=f"Export {result.export_id} of tenant {result.tenant_id}: signed links "
-        f"valid until {result.expires_at}. Links are bearer secrets: send them only to the "
-        "tenant's authorised contacts.",
+        key=key, table=rows,
+        description=f"Export {result.export_id} of tenant {result.tenant_id}: links valid "
+        f"until {result.expires_at}.{note}",
     )
-    rows = sum(f.rows or 0 for f in result.files if f.path.startswith("data/"))
+    total_rows = sum(f.rows or 0 for f in result.files if f.path.startswith("data/"))
     size = sum(f.bytes for f in result.files)
     lines = [f"| `{f.path}` | {f.bytes} | {'' if f.rows is None else f.rows} | `{f.sha256}` |"
              for f in result.files]
@@ -100,7 +90,7 @@ def publish_artifacts(result: packaging.ExportResult) -> None:
         key=key + "-manifest",
         markdown="\n".join([
             f"# Export `{result.export_id}` of tenant `{result.tenant_id}`",
-            f"{len(result.files)} files, {size} bytes, {rows} table rows; "
+            f"{len(result.files)} files, {size} bytes, {total_rows} table rows; "
             f"links expire {result.expires_at}.", "",
             "| file | bytes | rows | sha256 |", "|---|---|---|---|", *lines,
         ]),
@@ -108,11 +98,11 @@ def publish_artifacts(result: packaging.ExportResult) -> None:
 
 
 @flow(name="offboarding_export", flow_run_name="export-{request.tenant_id}",
-      validate_parameters=True)
+      validate_parameters=True, persist_result=False)
 def offboarding_export(request: ExportRequest) -> dict[str, Any]:
     """Export one tenant's content as CSV and documents as ZIP, verified, with signed links."""
     logger = get_run_logger()
-    settings = Settings()
+    settings = current_settings()
     tenant = request.tenant_id
     ctx = RunContext.open(settings)
     try:
@@ -138,24 +128,26 @@ def offboarding_export(request: ExportRequest) -> dict[str, Any]:
         ctx.close()
     for line in packaging.iter_redacted(result):
         logger.info(line)
-    publish_artifacts(result)
+    publish_artifacts(result, with_links=request.links_in_artifact)
     return result.model_dump(mode="json")
 
 
-@flow(name="export_links", flow_run_name="links-{tenant_id}")
+@flow(name="export_links", flow_run_name="links-{tenant_id}", persist_result=False)
 def export_links(tenant_id: str, export_id: str | None = None,
-                 link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS) -> dict[str, Any]:
+                 link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS,
+                 links_in_artifact: bool = False) -> dict[str, Any]:
     """Fresh signed links for a retained export (the newest when no id is given)."""
     validate_tenant_id(tenant_id)
-    if not 0 < link_ttl_seconds <= MAX_LINK_TTL_SECONDS:
-        raise BadInput(f"link TTL {link_ttl_seconds} s: signed S3 links live 1 s to 7 days "
-                       f"({MAX_LINK_TTL_SECONDS} s)", tenant_id=tenant_id)
-    ctx = RunContext.open(Settings())
+    try:
+        check_link_ttl(link_ttl_seconds)
+    except BadInput as err:
+        raise BadInput(str(err), tenant_id=tenant_id) from err
+    ctx = RunContext.open(current_settings())
     try:
         found_id, created, manifest, records = packaging.load_package(ctx, tenant_id, export_id)
         result = packaging.mint_links(ctx, tenant_id, found_id, created, manifest, records,
                                       link_ttl_seconds)
     finally:
         ctx.close()
-    publish_artifacts(result)
+    publish_artifacts(result, with_links=links_in_artifact)
     return result.model_dump(mode="json")

@@ -8,7 +8,6 @@ the same limit name, so they exclude each other across processes and workers.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,14 +19,16 @@ from prefect.client.schemas.actions import (
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-from tenant_export.errors import TenantBusy
+from kernel.errors import TenantBusy
+from kernel.ids import validate_tenant_id
 
 LEASE_SECONDS = 300
 
 
 def lock_name(tenant_id: str) -> str:
-    """The global concurrency limit guarding one tenant."""
-    return "tenant-" + re.sub(r"[^A-Za-z0-9_-]", "_", tenant_id)
+    """The global concurrency limit guarding one tenant: its exact id, so ``T.1`` and ``T_1``
+    never share a lock (tenant ids contain no character Prefect bans in names)."""
+    return "tenant-" + validate_tenant_id(tenant_id)
 
 
 def _ensure_limit(name: str) -> None:

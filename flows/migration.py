@@ -10,11 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,9 +31,9 @@ from billing.statement import (
     TimeEntry,
     build_statement,
 )
+from kernel.errors import BadInput
+from kernel.ids import new_case_id, validate_tenant_id
 from storage.ledger import Ledger, LedgerEvent
-from tenant_export.errors import BadInput
-from tenant_export.ids import validate_tenant_id
 
 OPENED, TIME, BOOKING, CANCELLATION, NO_SHOW, CORRECTION, CLOSED = (
     "case-opened", "time", "booking", "cancellation", "no-show", "correction", "case-closed")
@@ -49,11 +48,6 @@ def rules() -> Iterator[None]:
         raise BadInput(str(err)) from err
 
 
-def new_id(prefix: str) -> str:
-    """A short unguessable id: ``M-20261126-3f2a9c1b``."""
-    return f"{prefix}-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(4)}"
-
-
 _CALLER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
@@ -62,25 +56,6 @@ def _caller_id(value: str | None) -> str | None:
     if value is not None and not _CALLER_ID.fullmatch(value):
         raise BadInput(f"invalid id {value!r}: use 1-100 letters, digits, '_' or '-'")
     return value
-
-
-def parse_instant(text: str, what: str) -> datetime:
-    """An ISO 8601 instant with an offset (a naive time is ambiguous across DST)."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as err:
-        raise BadInput(f"{what}: {text!r} is not an ISO 8601 date-time") from err
-    if value.tzinfo is None:
-        raise BadInput(f"{what}: {text!r} needs an offset, e.g. 2026-12-01T10:00:00+01:00")
-    return value
-
-
-def parse_day(text: str, what: str) -> date:
-    """An ISO 8601 calendar date."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError as err:
-        raise BadInput(f"{what}: {text!r} is not an ISO 8601 date (YYYY-MM-DD)") from err
 
 
 @dataclass(frozen=True)
@@ -169,7 +144,7 @@ class MigrationDesk:
         validate_tenant_id(tenant_id)
         with rules():
             due = first_response_due(at, critical)
-        case_id = case_id or new_id("M")
+        case_id = case_id or new_case_id("M")
         payload = {"tenant_id": tenant_id, "critical": critical, "opened_at": at.isoformat(),
                    "first_response_due": due.isoformat()}
         stored, _ = self.ledger.append(LedgerEvent(case_id, case_id, OPENED, payload))
@@ -180,7 +155,7 @@ class MigrationDesk:
             entry_id: str | None = None) -> dict[str, Any]:
         """Record time spent; the same ``entry_id`` twice counts once."""
         self.open_case_of(case_id)
-        entry_id = _caller_id(entry_id) or new_id("T")
+        entry_id = _caller_id(entry_id) or new_case_id("T")
         with rules():
             fact = TimeEntry(entry_id, on, kind, minutes, note)  # type: ignore[arg-type]
             self._check_prices(on, kind)
@@ -193,7 +168,7 @@ class MigrationDesk:
              booking_id: str | None = None) -> dict[str, Any]:
         """Book live assistance; refused unless at least 3 days ahead."""
         self.open_case_of(case_id)
-        booking_id = booking_id or new_id("B")
+        booking_id = booking_id or new_case_id("B")
         with rules():
             validate_minutes(minutes)
             check_booking(at, start)

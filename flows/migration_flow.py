@@ -19,14 +19,16 @@ from billing.pricelist import DEFAULT_PRICE_LIST, PriceList
 from billing.statement import Statement
 from billing.tz import berlin_date
 from flows import packaging
-from flows.context import RunContext
+from flows.context import RunContext, current_settings
 from flows.export_flow import ExportRequest, export_links, offboarding_export
-from flows.migration import MigrationDesk, parse_day, parse_instant, statement_csv
+from flows.migration import MigrationDesk, statement_csv
+from kernel.errors import BadInput, ExportError
+from kernel.ids import artifact_key
+from kernel.settings import Settings
+from kernel.timeparse import MAX_LINK_TTL_SECONDS, parse_day, parse_instant
 from storage import objects
 from storage.ledger import Ledger
-from tenant_export.errors import BadInput, ExportError
-from tenant_export.ids import MAX_LINK_TTL_SECONDS
-from tenant_export.settings import Settings
+from storage.s3 import make_client
 
 
 def open_desk(settings: Settings) -> MigrationDesk:
@@ -42,22 +44,18 @@ def open_desk(settings: Settings) -> MigrationDesk:
     return MigrationDesk(Ledger(settings.resolved_control_url()), prices)
 
 
-def _artifact_key(prefix: str, case_id: str) -> str:
-    return prefix + "-" + "".join(c if c.isalnum() else "-" for c in case_id.lower())
-
-
 def publish_statement(settings: Settings, statement: Statement) -> str:
     """The statement as CSV in the export bucket (verified) and as a Prefect table artifact."""
     data = statement_csv(statement)
     key = f"migrations/{statement.tenant_id}/{statement.case_id}/statement.csv"
-    s3 = RunContext.s3_only()
+    s3 = make_client(settings)
     stored = objects.put_bytes(s3, settings.export_bucket, key, data,
                                content_type="text/csv; charset=utf-8",
                                tenant_id=statement.tenant_id)
     objects.verify(s3, settings.export_bucket, stored, statement.tenant_id)
     doc = statement.to_json()
     create_table_artifact(
-        key=_artifact_key("statement", statement.case_id),
+        key=artifact_key("statement", statement.case_id),
         table=[*doc["lines"], {"date": "", "kind": "total", "amount_eur": doc["total_eur"]}],
         description=f"Statement of migration case {statement.case_id} for tenant "
         f"{statement.tenant_id}: total {doc['total_eur']} EUR. CSV: "
@@ -167,7 +165,7 @@ def _need(value: T | None, name: str) -> T:
 def assisted_migration(request: MigrationCaseRequest) -> dict[str, Any]:
     """Open (or resume) a case, then wait for operator input until the case is closed."""
     logger = get_run_logger()
-    settings = Settings()
+    settings = current_settings()
     desk = open_desk(settings)
     if request.case_id:
         case = desk.open_case_of(request.case_id)
@@ -177,14 +175,14 @@ def assisted_migration(request: MigrationCaseRequest) -> dict[str, Any]:
     else:
         ctx = RunContext.open(settings)
         try:
-            packaging.check_tenant(ctx, request.tenant_id)
+            ctx.check_tenant(request.tenant_id)
         finally:
             ctx.close()
         opened = desk.open(request.tenant_id, request.critical,
                            datetime.now(UTC).replace(microsecond=0))
         case_id, due = opened["case_id"], opened["first_response_due"]
     create_markdown_artifact(
-        key=_artifact_key("migration", case_id),
+        key=artifact_key("migration", case_id),
         markdown=f"# Migration case `{case_id}`\nTenant `{request.tenant_id}`; first response "
         f"due {due}. Resume this run to record time, bookings and automated steps; "
         "choose `close` to produce the statement.",
@@ -222,7 +220,7 @@ def assisted_migration(request: MigrationCaseRequest) -> dict[str, Any]:
 @flow(name="migration_command", flow_run_name="migration-{command}")
 def migration_command(command: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """Carry out one ``tenant-export migration`` command (so it appears as a run in the UI)."""
-    settings = Settings()
+    settings = current_settings()
     desk = open_desk(settings)
     a = arguments
     now = datetime.now(UTC).replace(microsecond=0)
@@ -230,7 +228,7 @@ def migration_command(command: str, arguments: dict[str, Any]) -> dict[str, Any]
         if command == "open":
             ctx = RunContext.open(settings)
             try:
-                packaging.check_tenant(ctx, a["tenant_id"])
+                ctx.check_tenant(a["tenant_id"])
             finally:
                 ctx.close()
             at = parse_instant(a["at"], "--at") if a.get("at") else now

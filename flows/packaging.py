@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, closing
 from datetime import UTC, datetime
 from functools import partial
@@ -23,13 +23,13 @@ from exporters.datapackage import FileRecord, build_descriptor, encode_descripto
 from exporters.documents import DocumentInput, IndexWriter, write_document_parts
 from exporters.names import UniqueNames
 from flows.context import RunContext
-from sources.catalog import DocumentsRule
+from kernel.errors import BadInput, StorageError
+from kernel.ids import validate_export_id, validate_tenant_id
 from sources.database import Snapshot
-from sources.documents import DocumentRef, iter_documents, open_blob
+from sources.documents import confined, iter_documents, open_blob
+from sources.tenants import tenant_key
 from storage import links, objects
 from storage.s3 import require_bucket
-from tenant_export.errors import BadInput, StorageError, TerminalError, UnknownTenant
-from tenant_export.ids import validate_export_id, validate_tenant_id
 
 MANIFEST = "datapackage.json"
 
@@ -61,30 +61,10 @@ def package_prefix(tenant_id: str, export_id: str) -> str:
 
 def check_request(ctx: RunContext, tenant_id: str) -> None:
     """Refuse before anything is written: unknown tenant (exit 2), missing buckets (exit 1)."""
-    check_tenant(ctx, tenant_id)
+    ctx.check_tenant(tenant_id)
     require_bucket(ctx.s3, ctx.settings.export_bucket, "export", tenant_id)
     if ctx.catalog.table(ctx.catalog.config.documents.table) is not None:
         require_bucket(ctx.s3, ctx.settings.documents_bucket, "documents", tenant_id)
-
-
-def check_tenant(ctx: RunContext, tenant_id: str) -> None:
-    """``UnknownTenant`` (exit 2) unless the platform's tenants table lists the id."""
-    with Snapshot(ctx.engine) as snap:
-        tenant_key(ctx, snap, tenant_id)
-
-
-def tenant_key(ctx: RunContext, snap: Snapshot, tenant_id: str) -> object:
-    """The tenant's id as the database stores it (compared as text: no aliases)."""
-    validate_tenant_id(tenant_id)
-    config = ctx.catalog.config
-    if config.tenants_table not in ctx.catalog.table_names:
-        raise BadInput(f"the platform database has no {config.tenants_table!r} table listing "
-                       "tenants", tenant_id=tenant_id)
-    key = snap.tenant_key(config.tenants_table, config.tenants_id_column, tenant_id,
-                          schema=config.db_schema)
-    if key is None:
-        raise UnknownTenant(f"unknown tenant {tenant_id!r}", tenant_id=tenant_id)
-    return key
 
 
 def write_package(
@@ -104,7 +84,7 @@ def write_package(
     # failed attempt (an extra ZIP part, say) can end up in the package.
     objects.delete_prefix(ctx.s3, bucket, prefix, tenant_id)
     with Snapshot(ctx.engine, batch_rows=ctx.settings.batch_rows) as snap:
-        key = tenant_key(ctx, snap, tenant_id)
+        key = tenant_key(ctx.catalog, snap, tenant_id)
         for plan in ctx.catalog.tables:
             stream = snap.read_table(plan, key, schema=ctx.catalog.config.db_schema)
             path = f"data/{table_names.claim(plan.name, 'table')}.csv"
@@ -154,24 +134,6 @@ def _write_documents(
                "x-documents-missing": summary.documents_missing},
     )
     return [index_record, *parts]
-
-
-def confined(refs: Iterator[DocumentRef], rule: DocumentsRule, tenant_id: str
-              ) -> Generator[DocumentRef, None, None]:
-    """Refuse a document whose key lies outside the tenant's prefix (when one is configured):
-    a platform row pointing at another tenant's blob must not ship that blob."""
-    prefix = rule.key_prefix.replace("{tenant_id}", tenant_id) if rule.key_prefix else None
-    try:
-        for ref in refs:
-            if prefix is not None and ref.storage_key and not ref.storage_key.startswith(prefix):
-                raise TerminalError(
-                    f"document {ref.document_id} has storage key {ref.storage_key!r} outside "
-                    f"the tenant's prefix {prefix!r}; refusing to export it", tenant_id=tenant_id)
-            yield ref
-    finally:
-        close = getattr(refs, "close", None)
-        if close is not None:
-            close()
 
 
 class _recording(AbstractContextManager[IO[bytes]]):

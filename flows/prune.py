@@ -10,39 +10,35 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flows.backup import data_key, list_snapshots, read_manifest
+from flows.context import S3Context
 from storage import backup_store as store
 from storage import objects
 from storage.keys import KeyWrapper
 from storage.retention import RetentionPolicy, SnapshotInfo, plan_retention, unreferenced_blobs
+from storage.snapshots import snapshot_time
 
 STALE_AFTER = timedelta(hours=24)  # an incomplete snapshot younger than this may be running
 
 
-def snapshot_time(snapshot_id: str) -> datetime:
-    """When a snapshot was taken, from its id (``20261126T023000Z-…``)."""
-    return datetime.strptime(snapshot_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-
-
-def backed_up_tenants(ctx: Any) -> list[str]:
+def backed_up_tenants(ctx: S3Context) -> list[str]:
     """Tenants that have anything in the backup bucket."""
     found = objects.list_prefixes(ctx.s3, ctx.settings.backup_bucket, "backups/")
     return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found)
 
 
-def prune_tenant(ctx: Any, wrapper: KeyWrapper, tenant_id: str, policy: RetentionPolicy,
+def prune_tenant(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, policy: RetentionPolicy,
                  *, dry_run: bool, now: datetime | None = None) -> dict[str, Any]:
     """Apply the policy to one tenant; with ``dry_run`` only report what would go."""
     bucket = ctx.settings.backup_bucket
-    complete = list_snapshots(ctx, tenant_id)
+    complete = ctx.store.list_snapshots(tenant_id)
     plan = plan_retention([SnapshotInfo(s, snapshot_time(s), True) for s in complete], policy)
     forget = [s.snapshot_id for s in plan.delete]
     keep = [s.snapshot_id for s in plan.keep]
     stale = _stale_folders(ctx, tenant_id, set(complete), now or datetime.now(UTC))
     blobs_to_delete: list[str] = []
     if keep:
-        dek = data_key(ctx, wrapper, tenant_id, create=False)
-        referenced = [[d["blob"] for d in read_manifest(ctx, dek, tenant_id, s)["documents"]
+        dek = ctx.store.data_key(wrapper, tenant_id, create=False)
+        referenced = [[d["blob"] for d in ctx.store.read_manifest(dek, tenant_id, s)["documents"]
                        if d.get("blob")] for s in keep]
         # a blob younger than a day may belong to a backup still running (whose manifest does
         # not exist yet): leave it to a later prune
@@ -71,7 +67,7 @@ def prune_tenant(ctx: Any, wrapper: KeyWrapper, tenant_id: str, policy: Retentio
             "staging_deleted": len(staging)}
 
 
-def _stale_folders(ctx: Any, tenant_id: str, complete: set[str], now: datetime) -> list[str]:
+def _stale_folders(ctx: S3Context, tenant_id: str, complete: set[str], now: datetime) -> list[str]:
     """Snapshot folders without a manifest, old enough not to be a backup still running."""
     prefix = store.tenant_prefix(tenant_id) + "snapshots/"
     folders = objects.list_prefixes(ctx.s3, ctx.settings.backup_bucket, prefix, tenant_id)

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from sqlalchemy import types as sat
 
-# Arrow field metadata keys read by the exporters to describe the field (Table Schema).
-META_SCHEMA_TYPE = b"table_schema_type"
-META_SOURCE_TYPE = b"source_type"
-META_STORAGE_CLASSES = b"sqlite_storage_classes"
-META_TYPE_OF = b"sqlite_type_of"  # on a companion column: the mixed column it types
+from kernel.arrowmeta import (
+    META_SCHEMA_TYPE,
+    META_SOURCE_TYPE,
+    META_STORAGE_CLASSES,
+    META_TYPE_OF,
+)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Engine, inspect
 from sqlalchemy.types import TypeEngine
 
-from tenant_export.errors import BadInput, SourceUnavailable
+from kernel.errors import BadInput, SourceUnavailable
 
 
 class TableRule(BaseModel):

@@ -18,10 +18,11 @@ from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Engine, create_engine, make_url, text
-from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
+from kernel.dburl import describe_url, driver_errors, error_reason, normalize_url
+from kernel.errors import SourceUnavailable, TransientError
 from sources.arrow_types import (
     ColumnMapping,
     arrow_field,
@@ -32,7 +33,6 @@ from sources.arrow_types import (
     storage_class,
 )
 from sources.catalog import TablePlan
-from tenant_export.errors import BadInput, SourceUnavailable, TransientError
 
 # Session settings that change how PostgreSQL renders values as text: pinned, so an export does
 # not depend on what a DBA set for the database or role (extra_float_digits=0 would round floats).
@@ -51,24 +51,6 @@ class TransientSourceError(TransientError, SourceUnavailable):
 _cursor_ids = itertools.count(1)
 
 
-def normalize_url(url: str) -> URL:
-    """Parse a SQLAlchemy URL; plain ``postgresql://`` means the psycopg 3 driver we ship."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as err:
-        raise BadInput(f"invalid database URL: {err}") from err
-    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
-def describe_url(url: str | URL) -> str:
-    """The URL with its password masked, for messages and logs."""
-    parsed = url if isinstance(url, URL) else normalize_url(url)
-    secret = {k: "***" for k in parsed.query if "pass" in k.lower() or "secret" in k.lower()}
-    return parsed.update_query_dict(secret).render_as_string(hide_password=True)
-
-
 def open_engine(url: str) -> Engine:
     """An engine whose database was reached once, or ``SourceUnavailable`` naming the URL."""
     parsed = normalize_url(url)
@@ -78,10 +60,6 @@ def open_engine(url: str) -> Engine:
             pass
         elif not Path(database).is_file():
             raise SourceUnavailable(f"no SQLite database at {database}")
-    elif parsed.get_backend_name() != "postgresql":
-        raise BadInput(
-            f"unsupported database {parsed.get_backend_name()!r}: use sqlite:// or postgresql://"
-        )
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = 10
@@ -90,8 +68,8 @@ def open_engine(url: str) -> Engine:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as err:
-        reason = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-        raise SourceUnavailable(f"cannot reach database {describe_url(parsed)}: {reason}") from err
+        raise SourceUnavailable(f"cannot reach database {describe_url(parsed)}: "
+                                f"{error_reason(err)}") from err
     return engine
 
 
@@ -320,18 +298,6 @@ def _to_batch(
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
             raise SourceUnavailable(f"column {name!r}: value not representable: {err}") from err
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def driver_errors() -> tuple[type[BaseException], ...]:
-    """Errors the database drivers raise (SQLite, psycopg), for translation at the edge."""
-    errors: tuple[type[BaseException], ...] = (sqlite3.Error, UnicodeDecodeError)
-    try:
-        import psycopg  # noqa: PLC0415 - optional at import time
-
-        errors += (psycopg.Error,)
-    except ImportError:  # pragma: no cover - psycopg ships with the project
-        pass
-    return errors
 
 
 def _translate(err: BaseException, what: str) -> SourceUnavailable:

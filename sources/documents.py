@@ -8,13 +8,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sources.catalog import Catalog
+from kernel.errors import TerminalError
+from kernel.s3errors import is_missing, raise_storage
+from sources.catalog import Catalog, DocumentsRule
 from sources.database import Snapshot
-from tenant_export.errors import StorageError, TransientStorageError
 
 CHUNK_BYTES = 1024 * 1024
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
-_TRANSIENT_CODES = {"500", "502", "503", "504", "SlowDown", "RequestTimeout", "InternalError"}
 
 
 @dataclass(frozen=True)
@@ -54,25 +53,39 @@ def open_blob(client: Any, bucket: str, key: str | None) -> Iterator[bytes] | No
     """
     if not key:
         return None
+    what = f"reading document {key!r} from bucket {bucket!r}"
     try:
         response = client.get_object(Bucket=bucket, Key=key)
-    except ClientError as err:
-        code = str(err.response.get("Error", {}).get("Code", ""))
-        if code in _MISSING_CODES:
+    except (ClientError, BotoCoreError) as err:
+        if is_missing(err):
             return None
-        if code in _TRANSIENT_CODES:
-            raise TransientStorageError(f"reading document {key!r} from {bucket}: {code}") from err
-        raise StorageError(f"reading document {key!r} from bucket {bucket!r}: {code}") from err
-    except BotoCoreError as err:
-        raise TransientStorageError(f"reading document {key!r} from {bucket}: {err}") from err
+        raise_storage(err, what)
     body = response["Body"]
 
     def chunks() -> Iterator[bytes]:
         try:
             yield from body.iter_chunks(CHUNK_BYTES)
-        except (BotoCoreError, ClientError) as err:
-            raise TransientStorageError(f"reading document {key!r} from {bucket}: {err}") from err
+        except (BotoCoreError, ClientError, OSError) as err:
+            raise_storage(err, what)
         finally:
             body.close()
 
     return chunks()
+
+
+def confined(refs: Iterator[DocumentRef], rule: DocumentsRule, tenant_id: str
+             ) -> Generator[DocumentRef, None, None]:
+    """Refuse a document whose key lies outside the tenant's prefix (when one is configured):
+    a platform row pointing at another tenant's blob must not ship that blob."""
+    prefix = rule.key_prefix.replace("{tenant_id}", tenant_id) if rule.key_prefix else None
+    try:
+        for ref in refs:
+            if prefix is not None and ref.storage_key and not ref.storage_key.startswith(prefix):
+                raise TerminalError(
+                    f"document {ref.document_id} has storage key {ref.storage_key!r} outside "
+                    f"the tenant's prefix {prefix!r}; refusing to export it", tenant_id=tenant_id)
+            yield ref
+    finally:
+        close = getattr(refs, "close", None)
+        if close is not None:
+            close()

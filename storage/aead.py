@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from tenant_export.errors import TerminalError, VerificationFailed
+from kernel.errors import TerminalError, VerificationFailed
 
 MAGIC = b"TXE1"
 VERSION = 1

@@ -16,8 +16,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from kernel.s3errors import is_missing, raise_storage
 from storage import objects
-from storage.s3 import error_code, raise_storage
 
 READ_CHUNK = 1024 * 1024
 COPY_OBJECT_LIMIT = 5 * 1024**3
@@ -55,7 +55,7 @@ def head(client: Any, bucket: str, key: str, tenant_id: str | None = None
     try:
         response = client.head_object(Bucket=bucket, Key=key)
     except ClientError as err:
-        if error_code(err) in ("404", "NoSuchKey", "NotFound"):
+        if is_missing(err):
             return None
         raise_storage(err, f"inspecting {key!r} in {bucket!r}", tenant_id)
     except BotoCoreError as err:

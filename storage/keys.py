@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tenant_export.errors import BadInput, TerminalError, VerificationFailed
+from kernel.errors import BadInput, TerminalError, VerificationFailed
 
 MASTER_KEY_VARIABLE = "TENANT_EXPORT_MASTER_KEY"
 KEY_BYTES = 32

@@ -26,13 +26,13 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
-    make_url,
     select,
     text,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from tenant_export.errors import BadInput, ControlDbError
+from kernel.dburl import error_reason, normalize_url
+from kernel.errors import BadInput, ControlDbError
 
 metadata = MetaData()
 events_table = Table(
@@ -85,9 +85,7 @@ class LedgerEvent:
 
 
 def _engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     return create_engine(parsed)
@@ -159,4 +157,4 @@ class Ledger:
 
 
 def _reason(err: SQLAlchemyError) -> str:
-    return str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+    return error_reason(err)

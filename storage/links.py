@@ -8,10 +8,9 @@ from urllib.parse import quote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from storage.s3 import raise_storage
-from tenant_export.errors import BadInput
-
-MAX_TTL_SECONDS = 7 * 24 * 3600  # SigV4 refuses longer-lived presigned URLs
+from kernel.errors import BadInput
+from kernel.s3errors import raise_storage
+from kernel.timeparse import MAX_LINK_TTL_SECONDS
 
 
 def content_disposition(filename: str) -> str:
@@ -27,8 +26,8 @@ def signed_get(
     client: Any, bucket: str, key: str, ttl_seconds: int, tenant_id: str | None = None
 ) -> str:
     """A SigV4 presigned GET that downloads ``key`` as an attachment for ``ttl_seconds``."""
-    if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
-        raise BadInput(f"link TTL must be 1..{MAX_TTL_SECONDS} s, got {ttl_seconds}",
+    if not 0 < ttl_seconds <= MAX_LINK_TTL_SECONDS:
+        raise BadInput(f"link TTL must be 1..{MAX_LINK_TTL_SECONDS} s, got {ttl_seconds}",
                        tenant_id=tenant_id)
     filename = key.rsplit("/", 1)[-1]
     try:

@@ -18,8 +18,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from smart_open import s3 as smart_s3
 
-from storage.s3 import raise_storage
-from tenant_export.errors import StorageError, VerificationFailed
+from kernel.errors import StorageError, VerificationFailed
+from kernel.s3errors import raise_storage
 
 PART_BYTES = 16 * 1024 * 1024
 # smart_open reports a failed CreateMultipartUpload as ValueError and exhausted part retries as

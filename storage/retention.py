@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
-from tenant_export.errors import BadInput
+from kernel.errors import BadInput
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

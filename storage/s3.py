@@ -1,71 +1,45 @@
-"""The S3 client and the translation of boto errors into the project's error hierarchy.
+"""The S3 client, built from the settings the edge resolved.
 
-Endpoint, credentials and region come from boto3's standard variables (``AWS_ENDPOINT_URL_S3``,
-``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...), so real S3 and an emulator differ only by
-environment.
+Endpoint, region and explicit credentials come from :class:`kernel.settings.Settings` (which
+reads the standard ``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``, ... at the edge); without explicit
+credentials boto3's own chain applies (variables, profile, instance role), so real S3 and an
+emulator differ only by configuration.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from tenant_export.errors import StorageError, TransientStorageError
-
-_TRANSIENT_CODES = {
-    "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
-    "RequestTimeout", "RequestTimeTooSkewed", "Throttling", "ThrottlingException",
-}
+from kernel.errors import StorageError
+from kernel.s3errors import error_code, raise_storage
+from kernel.settings import Settings
 
 
-def endpoint_url() -> str | None:
-    """The S3 endpoint boto3 will use, when one is configured."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+def make_client(settings: Settings, *, quick: bool = False) -> Any:
+    """An S3 client that signs with SigV4 (required for links) and retries throttling.
 
-
-def make_client() -> Any:
-    """An S3 client that signs with SigV4 (required for links) and retries throttling."""
-    style = "path" if endpoint_url() else "auto"
+    ``quick`` gives up after one attempt and a few seconds: for checks that report a
+    misconfiguration, where waiting out retries only delays the answer.
+    """
+    style = "path" if settings.s3_endpoint_url else "auto"
     config = Config(
         signature_version="s3v4",
-        retries={"max_attempts": 5, "mode": "standard"},
+        retries={"max_attempts": 1 if quick else 5, "mode": "standard"},
         s3=cast(Any, {"addressing_style": style}),
-        connect_timeout=10,
-        read_timeout=60,
+        connect_timeout=3 if quick else 10,
+        read_timeout=10 if quick else 60,
+        max_pool_connections=32,
     )
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return boto3.session.Session().client("s3", region_name=region, config=config)
-
-
-def error_code(err: ClientError) -> str:
-    """The S3 error code of a ClientError (``NoSuchKey``, ``404``, ...)."""
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def raise_storage(err: Exception, action: str, tenant_id: str | None = None) -> NoReturn:
-    """Re-raise a boto error as ``TransientStorageError`` or ``StorageError``."""
-    if isinstance(err, ClientError):
-        code = error_code(err)
-        if code in ("NoSuchBucket",):
-            raise StorageError(f"{action}: the bucket does not exist", tenant_id=tenant_id) from err
-        if code in _TRANSIENT_CODES:
-            raise TransientStorageError(f"{action}: {code}", tenant_id=tenant_id) from err
-        message = err.response.get("Error", {}).get("Message") or code
-        raise StorageError(f"{action}: {code} {message}".strip(), tenant_id=tenant_id) from err
-    if isinstance(err, EndpointConnectionError):
-        raise StorageError(f"{action}: cannot reach S3 ({err})", tenant_id=tenant_id) from err
-    if isinstance(err, BotoCoreError | OSError):
-        raise TransientStorageError(f"{action}: {err}", tenant_id=tenant_id) from err
-    if isinstance(err, ValueError):  # smart_open's wrapper around a refused upload
-        cause = err.__cause__ or err.__context__
-        if isinstance(cause, ClientError | BotoCoreError):
-            raise_storage(cause, action, tenant_id)
-        raise StorageError(f"{action}: {err}", tenant_id=tenant_id) from err
-    raise err
+    secret = settings.s3_secret_value()
+    explicit = bool(settings.s3_access_key_id and secret)
+    return boto3.session.Session().client(
+        "s3", region_name=settings.s3_region or "us-east-1", endpoint_url=settings.s3_endpoint_url,
+        config=config, aws_access_key_id=settings.s3_access_key_id if explicit else None,
+        aws_secret_access_key=secret if explicit else None)
 
 
 def require_bucket(client: Any, bucket: str, role: str, tenant_id: str | None = None) -> None:

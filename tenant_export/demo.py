@@ -10,16 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
 import socket
 import time
 import urllib.request
 from typing import Any
 
+from pydantic import SecretStr
+
+from kernel.errors import VerificationFailed
+from kernel.settings import Settings
 from tenant_export.demo_data import DEMO_CATALOG, create_platform
-from tenant_export.errors import VerificationFailed
-from tenant_export.settings import Settings
 
 
 def _free_port() -> int:
@@ -28,20 +29,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_emulator() -> Any:
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415 - demo only
+def _start_emulator(settings: Settings) -> tuple[Any, Settings]:
+    """moto's S3 on a free port, and the settings that point at it."""
+    try:
+        from moto.server import ThreadedMotoServer  # noqa: PLC0415 - demo only
+    except ImportError as err:  # pragma: no cover - the Makefile installs the demo extra
+        raise VerificationFailed("the demo's S3 emulator is not installed: run `make demo` "
+                                 "(it installs the 'demo' extra) or set AWS_ENDPOINT_URL_S3"
+                                 ) from err
 
     # The emulator logs every request line, signed query strings included: links are secrets.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    os.environ["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{port}"
     # Throwaway credentials generated per run: nothing secret lives in the repository.
-    os.environ["AWS_ACCESS_KEY_ID"] = "demo" + secrets.token_hex(8)
-    os.environ["AWS_SECRET_ACCESS_KEY"] = secrets.token_urlsafe(30)
-    os.environ.setdefault("AWS_DEFAULT_REGION", "eu-central-1")
-    return server
+    return server, settings.model_copy(update={
+        "s3_endpoint_url": f"http://127.0.0.1:{port}",
+        "s3_access_key_id": "demo" + secrets.token_hex(8),
+        "s3_secret_access_key": SecretStr(secrets.token_urlsafe(30)),
+        "s3_region": settings.s3_region or "eu-central-1",
+    })
 
 
 def _download(url: str) -> bytes:
@@ -49,18 +57,17 @@ def _download(url: str) -> bytes:
         return bytes(response.read())
 
 
-def run_demo(tenant: str) -> None:
+def run_demo(settings: Settings, tenant: str) -> None:
     """Create the demo platform, export ``tenant`` and check every link like a client would."""
     started = time.monotonic()
-    state = Settings().state_dir / "demo"
+    state = settings.state_dir / "demo"
     state.mkdir(parents=True, exist_ok=True)
     emulator = None
-    if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        print(f"S3: using the configured endpoint {endpoint}")
+    if settings.s3_endpoint_url:
+        print(f"S3: using the configured endpoint {settings.s3_endpoint_url}")
     else:
-        emulator = _start_emulator()
-        print(f"S3: started a LOCAL S3 EMULATOR (moto) at {os.environ['AWS_ENDPOINT_URL_S3']}.")
+        emulator, settings = _start_emulator(settings)
+        print(f"S3: started a LOCAL S3 EMULATOR (moto) at {settings.s3_endpoint_url}.")
         print("    It is not real S3 and does not enforce link signatures or expiry. To use real")
         print("    S3 (or MinIO, Ceph, Garage), set AWS_ENDPOINT_URL_S3 and AWS credentials, and")
         print("    TENANT_EXPORT_DOCUMENTS_BUCKET / TENANT_EXPORT_EXPORT_BUCKET.")
@@ -69,15 +76,16 @@ def run_demo(tenant: str) -> None:
         catalog = state / "catalog.toml"
         catalog.write_text(DEMO_CATALOG, encoding="utf-8")
         blobs = create_platform(db_path)
-        os.environ["TENANT_EXPORT_SOURCE_URL"] = f"sqlite:///{db_path}"
-        os.environ["TENANT_EXPORT_CATALOG"] = str(catalog)
-        settings = Settings()
+        settings = settings.model_copy(update={
+            "source_url": SecretStr(f"sqlite:///{db_path}"), "catalog": catalog})
         _prepare_buckets(settings, blobs)
         print(f"Platform: demo SQLite database {db_path} (3 tenants); exporting '{tenant}'.")
 
+        from flows.context import using  # noqa: PLC0415
         from flows.export_flow import ExportRequest, offboarding_export  # noqa: PLC0415
 
-        result = offboarding_export(ExportRequest(tenant_id=tenant, link_ttl_seconds=3600))
+        with using(settings):
+            result = offboarding_export(ExportRequest(tenant_id=tenant, link_ttl_seconds=3600))
         _check_like_a_client(result)
         _summary(result, time.monotonic() - started)
     finally:
@@ -88,17 +96,17 @@ def run_demo(tenant: str) -> None:
 def _prepare_buckets(settings: Settings, blobs: dict[str, bytes]) -> None:
     from storage.s3 import make_client  # noqa: PLC0415
 
-    client = make_client()
+    client = make_client(settings)
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     for bucket in (settings.documents_bucket, settings.export_bucket):
         if bucket not in existing:
-            client.create_bucket(Bucket=bucket, **_location())
+            client.create_bucket(Bucket=bucket, **_location(settings))
     for key, content in blobs.items():
         client.put_object(Bucket=settings.documents_bucket, Key=key, Body=content)
 
 
-def _location() -> dict[str, Any]:
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+def _location(settings: Settings) -> dict[str, Any]:
+    region = settings.s3_region or "us-east-1"
     return {} if region == "us-east-1" else {
         "CreateBucketConfiguration": {"LocationConstraint": region}}
 

@@ -47,10 +47,13 @@ def test_backup_cycle_through_the_cli(sqlite_platform: Platform, tmp_path: Path)
     (["restore", "t-1", "--target", "sqlite:///x.db", "--snapshot", "nope"],
      "no complete snapshot"),
 ])
-def test_bad_input_exits_2(sqlite_platform: Platform, args: list[str], message: str) -> None:
+def test_bad_input_exits_2(sqlite_platform: Platform, args: list[str], message: str,
+                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a refused restore must not even create its target file
     result = runner.invoke(app, args)
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert message in result.stderr
+    assert not (tmp_path / "x.db").exists()
 
 
 def test_missing_master_key_exits_2(sqlite_platform: Platform,

@@ -30,13 +30,13 @@ import pytest
 
 from flows import backup, prune, restore
 from flows.context import RunContext
+from kernel.errors import BadInput, VerificationFailed
+from kernel.settings import Settings
 from storage import backup_store as store
 from storage import objects
 from storage.aead import HEADER_BYTES, SEGMENT_SIZE, TAG_BYTES
 from storage.keys import KeyWrapper, parse_master_key
 from storage.retention import RetentionPolicy
-from tenant_export.errors import BadInput, VerificationFailed
-from tenant_export.settings import Settings
 from tests import awkward
 from tests.conftest import Platform
 from tests.test_backup_restore import compare_restored
@@ -53,7 +53,7 @@ def settings() -> Settings:
 
 
 def wrapper() -> KeyWrapper:
-    return parse_master_key(settings().master_key or "")
+    return parse_master_key(settings().master_key_value() or "")
 
 
 @pytest.fixture
@@ -91,8 +91,8 @@ def open_uploads(platform: Platform, bucket: str, prefix: str) -> list[str]:
 
 
 def manifest_of(ctx: RunContext, tenant_id: str, snapshot_id: str) -> dict[str, Any]:
-    dek = backup.data_key(ctx, wrapper(), tenant_id, create=False)
-    return backup.read_manifest(ctx, dek, tenant_id, snapshot_id)
+    dek = ctx.store.data_key(wrapper(), tenant_id, create=False)
+    return ctx.store.read_manifest(dek, tenant_id, snapshot_id)
 
 
 def blob_of(manifest: dict[str, Any], storage_key: str) -> str:
@@ -272,7 +272,7 @@ CHILD = textwrap.dedent("""
     from flows.context import RunContext
     from storage import backup_store
     from storage.keys import parse_master_key
-    from tenant_export.settings import Settings
+    from kernel.settings import Settings
 
     POINT = sys.argv[1]
 
@@ -317,7 +317,7 @@ CHILD = textwrap.dedent("""
 
     settings = Settings()
     ctx = RunContext.open(settings)
-    summary = backup.backup_tenant(ctx, parse_master_key(settings.master_key or ""), "t-1")
+    summary = backup.backup_tenant(ctx, parse_master_key(settings.master_key_value() or ""), "t-1")
     print("not killed:", summary.snapshot_id)
     sys.exit(3)
 """)
@@ -371,10 +371,10 @@ def test_killed_backup_leaves_no_complete_snapshot_and_rerun_recovers(
     killed = folders[0].rstrip("/").rsplit("/", 1)[-1]
     manifest_key = store.snapshot_prefix("t-1", killed) + store.MANIFEST
     if point == "committed":
-        assert backup.list_snapshots(ctx, "t-1") == [killed]
+        assert ctx.store.list_snapshots("t-1") == [killed]
         restore.verify_snapshot(ctx, wrapper(), "t-1", killed)
     else:
-        assert backup.list_snapshots(ctx, "t-1") == []
+        assert ctx.store.list_snapshots("t-1") == []
         assert store.head(platform.s3, bucket, manifest_key) is None
         assert keys_under(platform, bucket, store.snapshot_prefix("t-1", killed))  # debris
         with pytest.raises(BadInput, match="no complete snapshot"):
@@ -386,7 +386,7 @@ def test_killed_backup_leaves_no_complete_snapshot_and_rerun_recovers(
 
     summary = backup.backup_tenant(ctx, wrapper(), "t-1")  # the next run, in-process
     assert summary.snapshot_id != killed
-    complete = backup.list_snapshots(ctx, "t-1")
+    complete = ctx.store.list_snapshots("t-1")
     assert summary.snapshot_id in complete
     assert complete == sorted({summary.snapshot_id} | ({killed} if point == "committed" else set()))
     report = restore.verify_snapshot(ctx, wrapper(), "t-1", summary.snapshot_id)
@@ -403,7 +403,7 @@ def test_killed_backup_leaves_no_complete_snapshot_and_rerun_recovers(
         assert store.head(platform.s3, bucket, manifest_key) is None
     assert keys_under(platform, bucket, staging_prefix) == []
     assert open_uploads(platform, bucket, store.tenant_prefix("t-1")) == []
-    survivors = backup.list_snapshots(ctx, "t-1")
+    survivors = ctx.store.list_snapshots("t-1")
     assert survivors == sorted(pruned["keep"]) and survivors
     if point != "committed":
         assert survivors == [summary.snapshot_id]

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from flows import backup, prune, restore
-from flows.context import RunContext
+from flows.context import RunContext, S3Context
+from kernel.settings import Settings
 from storage import backup_store as store
 from storage.aead import ciphertext_size
 from storage.keys import parse_master_key
 from storage.retention import RetentionPolicy
-from tenant_export.settings import Settings
 from tests.conftest import Platform
 
 DOCS = 100
@@ -36,7 +36,7 @@ def add_documents(platform: Platform) -> None:
 def run_backup() -> backup.BackupSummary:
     ctx = RunContext.open(Settings())
     try:
-        return backup.backup_tenant(ctx, parse_master_key(Settings().master_key or ""), "t-1")
+        return backup.backup_tenant(ctx, parse_master_key(Settings().master_key_value() or ""), "t-1")
     finally:
         ctx.close()
 
@@ -45,9 +45,9 @@ def fixed_cost(platform: Platform, summary: backup.BackupSummary) -> int:
     """Bytes of the tables and the manifest of a snapshot: written every night."""
     ctx = RunContext.open(Settings())
     try:
-        dek = backup.data_key(ctx, parse_master_key(Settings().master_key or ""), "t-1",
+        dek = ctx.store.data_key(parse_master_key(Settings().master_key_value() or ""), "t-1",
                               create=False)
-        manifest = backup.read_manifest(ctx, dek, "t-1", summary.snapshot_id)
+        manifest = ctx.store.read_manifest(dek, "t-1", summary.snapshot_id)
     finally:
         ctx.close()
     key = store.snapshot_prefix("t-1", summary.snapshot_id) + store.MANIFEST
@@ -69,7 +69,7 @@ def test_second_backup_uploads_only_changed_documents(sqlite_platform: Platform)
     assert changed.bytes_uploaded - fixed_cost(sqlite_platform, changed) == ciphertext_size(7000)
     ctx = RunContext.open(Settings())
     try:
-        report = restore.verify_snapshot(ctx, parse_master_key(Settings().master_key or ""),
+        report = restore.verify_snapshot(ctx, parse_master_key(Settings().master_key_value() or ""),
                                          "t-1", changed.snapshot_id)
     finally:
         ctx.close()
@@ -86,15 +86,15 @@ def test_prune_keeps_what_the_policy_says_and_every_referenced_blob(
                                       Body=f"night {day}".encode())
         run_backup()
     settings = Settings()
-    ctx: Any = restore.S3Context(settings, RunContext.s3_only())
-    wrapper = parse_master_key(settings.master_key or "")
+    ctx: Any = S3Context.open(settings)
+    wrapper = parse_master_key(settings.master_key_value() or "")
     policy = RetentionPolicy(daily=3, weekly=1, monthly=1)
     later = datetime.now(UTC) + timedelta(days=2)  # past the blobs' grace period
     dry = prune.prune_tenant(ctx, wrapper, "t-1", policy, dry_run=True, now=later)
-    assert len(backup.list_snapshots(ctx, "t-1")) == 12  # a dry run deletes nothing
+    assert len(ctx.store.list_snapshots("t-1")) == 12  # a dry run deletes nothing
     report = prune.prune_tenant(ctx, wrapper, "t-1", policy, dry_run=False, now=later)
     assert report["keep"] == dry["keep"] and report["forget"] == dry["forget"]
-    kept = backup.list_snapshots(ctx, "t-1")
+    kept = ctx.store.list_snapshots("t-1")
     # daily=3 keeps Nov 12, 11, 10; the newest of the newest week (W46) and of the newest
     # month are Nov 12 again, so nothing else survives
     assert [k[:8] for k in kept] == ["20261110", "20261111", "20261112"]

@@ -12,9 +12,9 @@ import pytest
 
 from flows import backup, restore
 from flows.context import RunContext
+from kernel.errors import BadInput, VerificationFailed
+from kernel.settings import Settings
 from storage.keys import parse_master_key
-from tenant_export.errors import BadInput, VerificationFailed
-from tenant_export.settings import Settings
 from tests import awkward
 from tests.conftest import Platform
 from tests.helpers import source_rows
@@ -26,7 +26,7 @@ def context() -> RunContext:
 
 
 def wrapper() -> Any:
-    return parse_master_key(Settings().master_key or "")
+    return parse_master_key(Settings().master_key_value() or "")
 
 
 def table_columns(url: str, table: str) -> list[str]:

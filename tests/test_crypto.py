@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from kernel.errors import BadInput, TerminalError, VerificationFailed
 from storage.aead import (
     HEADER_BYTES,
     MAX_SEGMENT_SIZE,
@@ -39,7 +40,6 @@ from storage.keys import (
     new_data_key,
     parse_master_key,
 )
-from tenant_export.errors import BadInput, TerminalError, VerificationFailed
 
 SEG = 64
 DEK = bytes(range(32))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from flows import packaging
-from tenant_export.errors import StorageError, TenantBusy, TransientStorageError, VerificationFailed
+from kernel.errors import StorageError, TenantBusy, TransientStorageError, VerificationFailed
 from tests.conftest import Platform
 
 
@@ -149,7 +149,7 @@ def test_key_outside_the_tenant_prefix_is_refused(sqlite_platform: Platform,
     """A documents row of t-1 pointing at t-2's blob must not ship t-2's file."""
     import sqlite3
 
-    from tenant_export.errors import TerminalError
+    from kernel.errors import TerminalError
 
     db = sqlite_platform.source_url.removeprefix("sqlite:///")
     with sqlite3.connect(db) as conn:

@@ -1,4 +1,4 @@
-"""tenant_export.ids: identifiers and durations validated at the edge (DESIGN §4, §6)."""
+"""kernel.ids and kernel.timeparse: identifiers and durations validated at the edge."""
 
 from __future__ import annotations
 
@@ -7,15 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from tenant_export.errors import BadInput, TerminalError
-from tenant_export.ids import (
-    MAX_LINK_TTL_SECONDS,
-    new_export_id,
-    parse_duration,
-    parse_link_ttl,
-    validate_export_id,
-    validate_tenant_id,
-)
+from kernel.errors import BadInput, TerminalError
+from kernel.ids import new_export_id, validate_export_id, validate_tenant_id
+from kernel.timeparse import MAX_LINK_TTL_SECONDS, parse_duration, parse_link_ttl
 
 
 @pytest.mark.parametrize(

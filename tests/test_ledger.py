@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from kernel.errors import BadInput, ControlDbError
 from storage.ledger import Ledger, LedgerEvent
-from tenant_export.errors import BadInput, ControlDbError
 from tests.services import fresh_database
 
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import pytest
 
 from flows.migration_flow import CaseInput, apply_input, open_desk
-from tenant_export.errors import BadInput
-from tenant_export.settings import Settings
+from kernel.errors import BadInput
+from kernel.settings import Settings
 from tests.conftest import Platform
 from tests.helpers import download
 

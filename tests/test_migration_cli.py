@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from kernel.settings import Settings
 from storage.ledger import Ledger
 from tenant_export.cli import app
-from tenant_export.settings import Settings
 from tests.conftest import Platform
 
 runner = CliRunner()

@@ -10,8 +10,8 @@ import pytest
 from flows import backup
 from flows.backup_flow import nightly_backup
 from flows.context import RunContext
-from tenant_export.errors import ExportError, StorageError
-from tenant_export.settings import Settings
+from kernel.errors import ExportError, StorageError
+from kernel.settings import Settings
 from tests.conftest import Platform
 
 
@@ -44,7 +44,7 @@ def test_nightly_backs_up_every_tenant(sqlite_platform: Platform) -> None:
     ctx = RunContext.open(Settings())
     try:
         for tenant in ("t-1", "t-2", "t-empty"):
-            assert len(backup.list_snapshots(ctx, tenant)) == 1
+            assert len(ctx.store.list_snapshots(tenant)) == 1
     finally:
         ctx.close()
     rows = {r["tenant"]: r for r in summary_artifact()}
@@ -65,9 +65,9 @@ def test_one_failing_tenant_does_not_stop_the_others(sqlite_platform: Platform,
         nightly_backup()
     ctx = RunContext.open(Settings())
     try:
-        assert len(backup.list_snapshots(ctx, "t-1")) == 1
-        assert len(backup.list_snapshots(ctx, "t-empty")) == 1
-        assert backup.list_snapshots(ctx, "t-2") == []
+        assert len(ctx.store.list_snapshots("t-1")) == 1
+        assert len(ctx.store.list_snapshots("t-empty")) == 1
+        assert ctx.store.list_snapshots("t-2") == []
     finally:
         ctx.close()
     rows = {r["tenant"]: r for r in summary_artifact()}

@@ -12,9 +12,9 @@ import pytest
 
 from flows import backup, restore
 from flows.context import RunContext
+from kernel.errors import BadInput
+from kernel.settings import Settings
 from storage.keys import parse_master_key
-from tenant_export.errors import BadInput
-from tenant_export.settings import Settings
 from tests.conftest import Platform
 from tests.services import fresh_database
 from tests.test_postgres_edges import odd_platform  # noqa: F401 - fixture
@@ -22,7 +22,7 @@ from tests.test_postgres_edges import odd_platform  # noqa: F401 - fixture
 
 def backed_up(tenant: str) -> tuple[Any, Any]:
     ctx = RunContext.open(Settings())
-    wrapper = parse_master_key(Settings().master_key or "")
+    wrapper = parse_master_key(Settings().master_key_value() or "")
     backup.backup_tenant(ctx, wrapper, tenant)
     return ctx, wrapper
 
@@ -76,7 +76,7 @@ def test_sqlite_restore_is_all_or_nothing(sqlite_platform: Platform, tmp_path: P
     with sqlite3.connect(target) as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
     assert names == ["MEMBERS"]  # nothing else was created
-    with pytest.raises(BadInput, match="sqlite:// or postgresql://"):
+    with pytest.raises(BadInput, match="sqlite:/// or postgresql://"):
         restore.restore_snapshot(ctx, wrapper, "t-1", "mysql://x@localhost/db")
     ctx.close()
 
@@ -98,11 +98,11 @@ def test_documents_never_overwrite(sqlite_platform: Platform, tmp_path: Path) ->
 
 
 def test_unknown_tenant_gets_no_backup_folder(sqlite_platform: Platform) -> None:
-    from tenant_export.errors import UnknownTenant
+    from kernel.errors import UnknownTenant
 
     ctx = RunContext.open(Settings())
     with pytest.raises(UnknownTenant):
-        backup.backup_tenant(ctx, parse_master_key(Settings().master_key or ""), "nosuch")
+        backup.backup_tenant(ctx, parse_master_key(Settings().master_key_value() or ""), "nosuch")
     listed = sqlite_platform.s3.list_objects_v2(Bucket=sqlite_platform.backup_bucket)
     assert "Contents" not in listed
     ctx.close()

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from kernel.errors import BadInput
 from storage.retention import (
     BERLIN,
     NEWEST_VERIFIED,
@@ -21,7 +22,6 @@ from storage.retention import (
     plan_retention,
     unreferenced_blobs,
 )
-from tenant_export.errors import BadInput
 
 FIRST = date(2026, 1, 1)
 LAST = date(2026, 12, 31)

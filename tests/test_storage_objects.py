@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from kernel.errors import StorageError, VerificationFailed
 from storage import objects
-from tenant_export.errors import StorageError, VerificationFailed
 from tests.conftest import s3_client
 
 

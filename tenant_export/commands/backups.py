@@ -1,0 +1,121 @@
+"""Backup commands: backup, snapshots, verify, restore, prune, keygen."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from pydantic import SecretStr
+
+from kernel.dburl import has_password
+from kernel.errors import BadInput
+from kernel.ids import validate_tenant_id
+from kernel.settings import Settings
+from tenant_export.cliapp import JsonOption, app, echo, run
+
+
+@app.command()
+def backup(
+    tenants: Annotated[list[str] | None, typer.Argument(help="Tenant ids.")] = None,
+    all_tenants: Annotated[bool, typer.Option("--all", help="Every tenant.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Encrypted, verified backup snapshots (only changed documents are uploaded)."""
+
+    def body(_settings: Settings) -> list[dict[str, Any]]:
+        if not tenants and not all_tenants:
+            raise BadInput("name tenants or pass --all")
+        if tenants and all_tenants:
+            raise BadInput("name tenants or pass --all, not both")
+        for tenant in tenants or []:
+            validate_tenant_id(tenant)
+        from flows.backup_flow import nightly_backup  # noqa: PLC0415
+
+        return nightly_backup(list(tenants or []))
+
+    echo(run(body), as_json)
+
+
+@app.command()
+def snapshots(
+    tenant: Annotated[str, typer.Argument(help="Tenant id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Complete backup snapshots of a tenant, oldest first."""
+
+    def body(_settings: Settings) -> list[str]:
+        validate_tenant_id(tenant)
+        from flows.backup_flow import list_snapshots  # noqa: PLC0415
+
+        return list_snapshots(tenant)
+
+    echo(run(body), as_json)
+
+
+@app.command()
+def verify(
+    tenant: Annotated[str, typer.Argument(help="Tenant id.")],
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Snapshot id; default: "
+                                                 "the newest.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Read back and decrypt every object of a snapshot (like restic check --read-data)."""
+
+    def body(_settings: Settings) -> dict[str, Any]:
+        validate_tenant_id(tenant)
+        from flows.backup_flow import verify_backup  # noqa: PLC0415
+
+        return verify_backup(tenant, snapshot)
+
+    echo(run(body), as_json)
+
+
+@app.command()
+def restore(
+    tenant: Annotated[str, typer.Argument(help="Tenant id.")],
+    target: Annotated[str | None, typer.Option(
+        "--target", help="SQLAlchemy URL of an empty database; default: "
+        "TENANT_EXPORT_RESTORE_TARGET_URL.")] = None,
+    snapshot: Annotated[str | None, typer.Option("--snapshot", help="Snapshot id; default: "
+                                                 "the newest.")] = None,
+    documents_bucket: Annotated[str | None, typer.Option(
+        "--documents-bucket", help="Bucket to restore documents into.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore a snapshot: verified first, then tables and documents, checked."""
+
+    def body(settings: Settings) -> dict[str, Any]:
+        validate_tenant_id(tenant)
+        from flows.backup_flow import restore_backup  # noqa: PLC0415
+        from flows.context import using  # noqa: PLC0415
+
+        if target is not None and has_password(target):
+            # the password travels in the settings of this process, never as a flow parameter
+            with using(settings.model_copy(update={"restore_target_url": SecretStr(target)})):
+                return restore_backup(tenant, None, snapshot, documents_bucket)
+        return restore_backup(tenant, target, snapshot, documents_bucket)
+
+    echo(run(body), as_json)
+
+
+@app.command()
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply backup retention (7 daily, 4 weekly, 12 monthly by default)."""
+
+    def body(_settings: Settings) -> list[dict[str, Any]]:
+        from flows.backup_flow import prune_backups  # noqa: PLC0415
+
+        return prune_backups(dry_run)
+
+    echo(run(body), as_json)
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new random master key for TENANT_EXPORT_MASTER_KEY (store it in a vault)."""
+    from storage.keys import generate_master_key  # noqa: PLC0415
+
+    typer.echo(generate_master_key())

@@ -1,0 +1,51 @@
+"""Operating commands: demo, serve, doctor."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from kernel.settings import Settings
+from tenant_export.cliapp import JsonOption, app, run
+
+
+@app.command()
+def demo(
+    tenant: Annotated[str, typer.Option(help="Demo tenant to export.")] = "harbour-rowing",
+) -> None:
+    """The whole pipeline on embedded defaults (demo SQLite + local S3), with a summary."""
+    from tenant_export.demo import run_demo  # noqa: PLC0415
+
+    run(lambda settings: run_demo(settings, tenant))
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port of the Prefect server to start.",
+                                      min=1, max=65535)] = 4200,
+) -> None:
+    """Start a Prefect server (unless PREFECT_API_URL is set) and serve the deployments."""
+    from deployments.serve import serve_all  # noqa: PLC0415
+
+    run(lambda _settings: serve_all(port))
+
+
+@app.command()
+def doctor(as_json: JsonOption = False) -> None:
+    """Check every piece of the configuration (database, buckets, key, control DB, Prefect)."""
+    from tenant_export.doctor import run_checks  # noqa: PLC0415
+
+    def body(settings: Settings) -> list[dict[str, object]]:
+        checks = run_checks(settings)
+        if as_json:
+            typer.echo(json.dumps([c.as_dict() for c in checks], indent=2))
+        else:
+            for check in checks:
+                typer.echo(check.line())
+        if any(c.required and not c.ok for c in checks):
+            raise typer.Exit(1)
+        return [c.as_dict() for c in checks]
+
+    run(body, flows=False)
