@@ -12,18 +12,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Column,
-    Engine,
     Integer,
     MetaData,
     String,
     Table,
     Text,
-    create_engine,
     event,
     insert,
     select,
@@ -31,8 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from kernel.dburl import error_reason, normalize_url
+from kernel.dburl import error_reason
 from kernel.errors import BadInput, ControlDbError
+from storage.control import open_control
 
 metadata = MetaData()
 events_table = Table(
@@ -84,23 +82,12 @@ class LedgerEvent:
             other.event_id, other.case_id, other.kind, other.payload)
 
 
-def _engine(url: str) -> Engine:
-    parsed = normalize_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(parsed)
-
-
 class Ledger:
     """Append and read migration events in the control database."""
 
     def __init__(self, url: str) -> None:
         self._url = url
-        try:
-            self._engine = _engine(url)
-            metadata.create_all(self._engine)
-        except SQLAlchemyError as err:
-            raise ControlDbError(f"cannot open the control database: {_reason(err)}") from err
+        self._engine = open_control(url, metadata)
 
     def close(self) -> None:
         """Release pooled connections."""
