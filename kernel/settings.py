@@ -86,6 +86,15 @@ class Settings(BaseSettings):
         default=20_000, ge=1, le=10_000_000,
         description="Rows per Arrow batch read from the database.",
     )
+    batch_bytes: int = Field(
+        default=64 * 1024**2, ge=1024, le=2 * 1024**3,
+        description="A batch read from the database is cut once its values hold about this "
+        "many bytes (wide rows would otherwise fill memory at batch_rows rows).",
+    )
+    fetch_concurrency: int = Field(
+        default=16, ge=1, le=256,
+        description="Object requests (document reads, uploads) in flight at once.",
+    )
     zip_part_bytes: int = Field(
         default=2 * 1024**3,
         ge=1,
@@ -107,6 +116,24 @@ class Settings(BaseSettings):
     migration_poll_seconds: int = Field(
         default=10, ge=1, description="How often a waiting case flow checks for input."
     )
+
+    export_retention_days: int = Field(
+        default=30, ge=1, le=3650,
+        description="Export packages are deleted this many days after they were made (and "
+        "offboarding data this many days after the contract end).",
+    )
+    smtp_host: str | None = Field(default=None, description="SMTP server for notifications; "
+                                  "unset: no email is sent (and the run says so).")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_user: str | None = Field(default=None)
+    smtp_password: SecretStr | None = Field(default=None)
+    smtp_from: str = Field(default="tenant-export@localhost",
+                           description="Sender address of notifications.")
+    smtp_starttls: bool = Field(default=True, description="Upgrade the SMTP connection "
+                                "with STARTTLS (off only for a local relay).")
+    signing_key: SecretStr | None = Field(
+        default=None, description="Ed25519 private key (base64, 32 bytes) that signs "
+        "deletion certificates; default: one kept in the state directory.")
 
     keep_daily: int = Field(default=7, ge=0, description="Backups: daily snapshots kept.")
     keep_weekly: int = Field(default=4, ge=0, description="Backups: weekly snapshots kept.")
@@ -132,6 +159,14 @@ class Settings(BaseSettings):
     def restore_target_value(self) -> str | None:
         """The configured restore target URL, password included."""
         return _secret(self.restore_target_url)
+
+    def smtp_password_value(self) -> str | None:
+        """The SMTP password, when one is configured."""
+        return _secret(self.smtp_password)
+
+    def signing_key_value(self) -> str | None:
+        """The certificate signing key, when one is configured."""
+        return _secret(self.signing_key)
 
     def s3_secret_value(self) -> str | None:
         """The explicit S3 secret key, when one is configured."""

@@ -8,9 +8,9 @@ import typer
 
 from kernel.errors import BadInput
 from tenant_export.cliapp import app
-from tenant_export.commands import backups, exports, migration, ops
+from tenant_export.commands import backups, catalog, exports, lifecycle, migration, ops
 
-__all__ = ["app", "backups", "exports", "main", "migration", "ops"]
+__all__ = ["app", "backups", "catalog", "exports", "lifecycle", "main", "migration", "ops"]
 
 
 def main() -> None:
