@@ -1,16 +1,22 @@
 """Faults: a package that fails verification is never linked and is cleaned up; a failure while
-streaming leaves nothing behind; transient storage errors are retried; the tenant lock excludes."""
+streaming leaves nothing behind; real S3 error answers and dropped connections (through
+``tests.s3proxy``) are retried when transient and fail at once when terminal; the tenant lock
+excludes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from flows import packaging
+from flows.retry import RETRY_DELAYS
 from kernel.errors import StorageError, TenantBusy, TransientStorageError, VerificationFailed
 from tests.conftest import Platform
+from tests.s3proxy import Predicate, S3Proxy, on
 
 
 def run_export(tenant: str = "t-1") -> dict[str, Any]:
@@ -61,36 +67,107 @@ def test_failure_while_streaming_leaves_nothing(
     assert no_multipart_leftovers(sqlite_platform)
 
 
-def test_transient_error_is_retried(sqlite_platform: Platform,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = {"n": 0}
-    real_verify = packaging.verify_package
+@pytest.fixture
+def proxy(sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Proxy]:
+    """The pipeline talks to moto through the fault proxy (the buckets were made directly).
 
-    def flaky(ctx: Any, tenant: str, export_id: str, records: Any) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise TransientStorageError("reading back: SlowDown", tenant_id=tenant)
-        real_verify(ctx, tenant, export_id, records)
+    Retry waits are made tiny, not their number: Prefect's task delays, and boto3's jittered
+    backoff (up to 1 s, 2 s, 4 s ... for throttling answers); boto3 still makes every attempt.
+    """
+    from botocore.retries.standard import ExponentialBackoff
 
-    monkeypatch.setattr(packaging, "verify_package", flaky)
+    from flows import export_flow
+
+    for step in (export_flow.write_package, export_flow.verify_package,
+                 export_flow.publish_manifest, export_flow.discard_package):
+        monkeypatch.setattr(step, "retry_delay_seconds", [0.05] * len(RETRY_DELAYS))
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
+    with S3Proxy(sqlite_platform.endpoint) as running:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", running.url)
+        yield running
+
+
+def boto_attempts() -> int:
+    """How many times the pipeline's S3 client tries one call (boto3 counts the first one)."""
+    from kernel.settings import Settings
+    from storage.s3 import make_client
+
+    return int(make_client(Settings()).meta.config.retries["total_max_attempts"])
+
+
+def assert_complete(platform: Platform, result: dict[str, Any]) -> None:
+    """Every file of the result is stored with the advertised size and SHA-256, nothing else."""
+    prefix = packaging.package_prefix(result["tenant_id"], result["export_id"])
+    assert sorted(platform.export_keys()) == sorted(prefix + f["path"] for f in result["files"])
+    for f in result["files"]:
+        body = platform.get(prefix + f["path"])
+        assert (len(body), hashlib.sha256(body).hexdigest()) == (f["bytes"], f["sha256"])
+    assert no_multipart_leftovers(platform)
+
+
+MEMBERS = "data/members.csv"
+MEMBERS_READ_BACK = on("GetObject", key_suffix="/" + MEMBERS)
+
+
+def read_backs(proxy: S3Proxy, platform: Platform) -> list[str]:
+    """Package paths read from the export bucket, in order (only verification reads them)."""
+    gets = proxy.requests(on("GetObject", bucket=platform.export_bucket))
+    return [s.request.key.split("/", 3)[3] for s in gets]
+
+
+def verified_after_retry(result: dict[str, Any], failed_reads: int) -> list[str]:
+    """The read-backs of a run whose verification read members.csv ``failed_reads`` times in
+    vain, then ran again from the first file (a Prefect retry), then checked the manifest."""
+    manifest, *records = [f["path"] for f in result["files"]]
+    first_pass = records[:records.index(MEMBERS)] + [MEMBERS] * failed_reads
+    return first_pass + records + [manifest]
+
+
+def test_transient_error_is_retried(sqlite_platform: Platform, proxy: S3Proxy) -> None:
+    """503 SlowDown on every attempt boto3 makes: the Prefect task retry reads back again."""
+    attempts = boto_attempts()  # 6: ``max_attempts=5`` counts retries, not attempts
+    fault = proxy.fail_next(attempts, status=503, code="SlowDown", when=MEMBERS_READ_BACK)
     result = run_export()
-    assert calls["n"] == 2
-    assert result["files"][0]["path"] == "datapackage.json"
+    assert fault.hits == attempts
+    assert_complete(sqlite_platform, result)
+    assert [s.outcome for s in proxy.requests(MEMBERS_READ_BACK)] == (
+        ["error"] * attempts + ["forwarded"])
+    # boto3 gave up after ``attempts`` answers; the step then ran again from its first file
+    assert read_backs(proxy, sqlite_platform) == verified_after_retry(result, attempts)
 
 
-def test_terminal_error_is_not_retried(sqlite_platform: Platform,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = {"n": 0}
-
-    def denied(ctx: Any, tenant: str, export_id: str, records: Any) -> None:
-        calls["n"] += 1
-        raise StorageError("reading back: AccessDenied", tenant_id=tenant)
-
-    monkeypatch.setattr(packaging, "verify_package", denied)
-    with pytest.raises(StorageError):
+def test_terminal_error_is_not_retried(sqlite_platform: Platform, proxy: S3Proxy) -> None:
+    """403 AccessDenied: neither boto3 nor Prefect tries again, and the package is discarded."""
+    fault = proxy.fail_next(50, status=403, code="AccessDenied", when=MEMBERS_READ_BACK)
+    with pytest.raises(StorageError, match=r"data/members\.csv.*AccessDenied") as failure:
         run_export()
-    assert calls["n"] == 1
+    assert not isinstance(failure.value, TransientStorageError)
+    assert fault.hits == 1
+    assert [s.outcome for s in proxy.requests(MEMBERS_READ_BACK)] == ["error"]
+    reads = read_backs(proxy, sqlite_platform)  # the step ran once and stopped at members.csv
+    assert reads[-1] == MEMBERS and len(reads) == len(set(reads))
     assert sqlite_platform.export_keys() == []
+    assert no_multipart_leftovers(sqlite_platform)
+
+
+@pytest.mark.parametrize(("when", "after_bytes", "failed_reads"), [
+    # reset before any answer: boto3 retries the part upload itself, verification runs once
+    (on("UploadPart", key_suffix="/" + MEMBERS), None, None),
+    # the read-back's body cut short: boto3 has returned already, the Prefect step retries
+    (MEMBERS_READ_BACK, 100, 1),
+], ids=["upload-part-reset", "read-back-cut-mid-body"])
+def test_dropped_connection_is_retried(sqlite_platform: Platform, proxy: S3Proxy,
+                                       when: Predicate, after_bytes: int | None,
+                                       failed_reads: int | None) -> None:
+    fault = proxy.drop_next(1, when=when, after_bytes=after_bytes)
+    result = run_export()
+    assert fault.hits == 1
+    assert_complete(sqlite_platform, result)
+    assert [s.outcome for s in proxy.requests(when)] == ["dropped", "forwarded"]
+    paths = [f["path"] for f in result["files"]]
+    assert read_backs(proxy, sqlite_platform) == (
+        paths[1:] + paths[:1] if failed_reads is None
+        else verified_after_retry(result, failed_reads))
 
 
 def test_tenant_lock_excludes_a_second_run(sqlite_platform: Platform,
