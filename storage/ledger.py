@@ -55,6 +55,8 @@ _POSTGRES_GUARDS = [
         "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'the ledger is append-only'; END $$"),
     text("CREATE OR REPLACE TRIGGER migration_events_append_only BEFORE UPDATE OR DELETE ON "
         "migration_events FOR EACH ROW EXECUTE FUNCTION migration_events_append_only()"),
+    text("CREATE OR REPLACE TRIGGER migration_events_no_truncate BEFORE TRUNCATE ON "
+        "migration_events FOR EACH STATEMENT EXECUTE FUNCTION migration_events_append_only()"),
 ]
 
 

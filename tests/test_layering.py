@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("kernel", "sources", "exporters", "storage", "billing", "flows", "deployments",
-            "tenant_export")
+PACKAGES = ("kernel", "sources", "exporters", "storage", "billing", "notify", "flows",
+            "deployments", "tenant_export")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
@@ -47,6 +47,7 @@ def test_the_tree_as_committed_keeps_every_contract(tmp_path: Path) -> None:
     ("kernel/ids.py", "import storage.links", "kernel is not allowed to import storage"),
     ("billing/rules.py", "import exporters.names", "billing is not allowed to import exporters"),
     ("exporters/names.py", "import prefect", "exporters is not allowed to import prefect"),
+    ("notify/email.py", "import storage.audit", "notify is not allowed to import storage"),
 ])
 def test_a_forbidden_import_breaks_the_lint(tmp_path: Path, module: str, line: str,
                                             complaint: str) -> None:
