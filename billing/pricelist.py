@@ -15,7 +15,9 @@ Rules the loader enforces (a violation names the file and the entry):
 
 - at least one entry; effective dates strictly increasing (no duplicates, no reordering);
 - rates are strings (``"150.00"``) or integers (``150``), never TOML floats (``150.0`` is a
-  binary float and has no place in money); positive; at most two decimal places (whole cents);
+  binary float and has no place in money); positive; at most :data:`MAX_RATE` (10,000.00: more
+  is a typo, and a bounded rate keeps every amount far inside the decimal precision); at most
+  two decimal places (whole cents);
 - no keys other than ``prices``, ``effective``, ``live_eur_per_hour``, ``work_eur_per_hour``
   (a misspelt key must not silently fall back to something else).
 
@@ -40,6 +42,8 @@ Tariff = Literal["live", "work"]
 TARIFFS: tuple[Tariff, ...] = get_args(Tariff)
 
 _CENT = Decimal("0.01")
+MAX_RATE = Decimal("10000.00")
+"""The highest hourly rate a price list may hold (EUR); more is a typo."""
 _ENTRY_KEYS = frozenset({"effective", "live_eur_per_hour", "work_eur_per_hour"})
 
 DEFAULT_PRICES_TOML = """\
@@ -207,11 +211,10 @@ def _check_rate(rate: Decimal, where: str) -> Decimal:
         raise PriceListError(f"{where}: {rate!r} is not a finite decimal")
     if rate <= 0:
         raise PriceListError(f"{where}: rate must be positive, got {rate}")
-    try:
-        in_cents = rate.quantize(_CENT)
-    except InvalidOperation:  # more digits than the decimal context holds
-        raise PriceListError(f"{where}: rate {rate} is too large") from None
-    if rate != in_cents:
+    if rate > MAX_RATE:
+        raise PriceListError(f"{where}: rate {rate:.2E} is too large: at most {MAX_RATE} EUR "
+                             "per hour")
+    if rate != rate.quantize(_CENT):
         raise PriceListError(f"{where}: rate {rate} has more than two decimal places")
     return rate
 

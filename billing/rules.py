@@ -13,6 +13,12 @@ The rules as implemented, with every choice the terms left open marked **choice*
    ``work`` rate of the price list (150.00 EUR/h by default), and automated steps exactly like
    ``work``.
 2. **Minutes** are whole, positive numbers; 0, negatives and fractions are refused.
+   **Choice:** one time entry or booking holds at most :data:`MAX_ENTRY_MINUTES` (600, a support
+   day of 08:00-18:00): a longer figure is a typo, and longer work is logged as several entries
+   (one per day or per person). An automated step, measured by the system, holds at most
+   :data:`MAX_AUTOMATION_MINUTES` (a week). A larger figure is refused when it is recorded; one
+   already in a ledger (written before the bound existed) is priced at nothing and flagged, see
+   rule 11.
 3. **Live sessions** are billed in whole 30-minute units, rounded up (1 -> 30, 30 -> 30,
    31 -> 60). Amount = billed minutes x rate / 60, i.e. rate/2 per unit. **Choice:** with a rate
    whose half is not whole cents (155.55 -> 77.775) the line amount is rounded half-up to the
@@ -27,7 +33,9 @@ The rules as implemented, with every choice the terms left open marked **choice*
    carries its own date. Late cancellations and no-shows use the appointment's date.
 6. **Booking lead time.** "At least 3 days ahead" **choice:** counted in Berlin calendar days,
    not hours: the appointment's date must be at least 3 days after the date of booking (booked
-   on a Monday at any time -> Thursday 00:00 or later). Starts in the past are refused.
+   on a Monday at any time -> Thursday 00:00 or later). Starts in the past are refused, and so
+   are starts more than :data:`BOOKING_HORIZON_DAYS` (365) days ahead (**choice**: a typo such
+   as 2062 for 2026, not a plan).
 7. **Free cancellation** up to the end of the eve of the appointment (23:59:59.999999 Berlin time
    of the day before its date). **Choice:** "at least 1 day ahead" is read through the terms' own
    example: the calendar day before suffices, whatever the hour. From 00:00 of the appointment
@@ -41,6 +49,10 @@ The rules as implemented, with every choice the terms left open marked **choice*
    held is recorded as a ``live`` time entry with its real duration.
 10. **Corrections** never edit: they add a reversing line (negative minutes, billed minutes and
     amount, same date and rate as the line reversed); the right figure is then entered anew.
+11. **Unbillable lines.** **Choice:** a fact whose minutes exceed the bound of rule 2 (only an
+    older version could record one) is listed with its recorded minutes but billed nothing
+    (0 billed minutes, 0.00 EUR) and flagged; the case cannot be closed until it is reversed
+    (rule 10), so a wrong figure never reaches a client nor blocks the case.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal, NamedTuple
 
 from billing.errors import RuleViolation
-from billing.pricelist import PriceList, Tariff
+from billing.pricelist import MAX_RATE, PriceList, Tariff
 from billing.tz import BERLIN, berlin_date, require_aware
 
 LIVE_UNIT_MINUTES = 30
@@ -60,8 +72,18 @@ LIVE_UNIT_MINUTES = 30
 BOOKING_LEAD_DAYS = 3
 """Annex 1: live assistance is booked at least this many (calendar) days ahead."""
 
+BOOKING_HORIZON_DAYS = 365
+"""Rule 6: an appointment further ahead than this is a typo, not a plan."""
+
 NO_SHOW_GRACE = timedelta(minutes=5)
 """Annex 1: a client not online this long after the start has missed the appointment."""
+
+MAX_ENTRY_MINUTES = 600
+"""Rule 2: one time entry or booking holds at most a support day (08:00-18:00, Annex 1)."""
+
+MAX_AUTOMATION_MINUTES = 7 * 24 * 60
+"""Rule 2: an automated step, measured by the system, holds at most a week; also the most any
+line is priced for, so the decimal arithmetic never leaves its 28 digits."""
 
 ChargeKind = Literal["work", "live", "automation", "late-cancellation", "no-show"]
 """Kinds of statement line that carry a charge (a correction reverses one of them)."""
@@ -87,17 +109,37 @@ class Charge(NamedTuple):
     amount_eur: Decimal
 
 
-def validate_minutes(minutes: int, what: str = "minutes") -> int:
-    """Return ``minutes`` if it is a positive whole number (rule 2).
+def max_minutes(kind: str) -> int:
+    """The most minutes one fact of ``kind`` may hold (rule 2)."""
+    return MAX_AUTOMATION_MINUTES if kind == "automation" else MAX_ENTRY_MINUTES
+
+
+def validate_minutes(minutes: int, what: str = "minutes",
+                     maximum: int | None = MAX_ENTRY_MINUTES) -> int:
+    """Return ``minutes`` if it is a whole number in ``1..maximum`` (rule 2).
+
+    ``maximum=None`` checks only the kind of number: facts read back from a ledger accept any
+    size an older version may have recorded (rule 11 prices them).
 
     Raises:
-        RuleViolation: zero, negative, fractional or not a number at all.
+        RuleViolation: zero, negative, fractional, above ``maximum`` or not a number at all.
     """
     if isinstance(minutes, bool) or not isinstance(minutes, int):
         raise RuleViolation(f"{what} must be a whole number of minutes, got {minutes!r}")
     if minutes <= 0:
-        raise RuleViolation(f"{what} must be positive, got {minutes}")
+        raise RuleViolation(f"{what} must be positive, got {describe_number(minutes)}")
+    if maximum is not None and minutes > maximum:
+        raise RuleViolation(f"{what} must be at most {maximum}, got {describe_number(minutes)}")
     return minutes
+
+
+def describe_number(value: int) -> str:
+    """A number for a message: as is up to 40 digits, else its size (a 5,000-digit int cannot
+    even be turned into a string, and would not be a readable message)."""
+    if -10**40 < value < 10**40:
+        return str(value)
+    digits = int(abs(value).bit_length() * 0.30103) + 1
+    return f"{'-' if value < 0 else ''}a number of about {digits} digits"
 
 
 def _to_cents(amount: Decimal) -> Decimal:
@@ -109,12 +151,14 @@ def _check_rate(rate_eur_per_hour: Decimal) -> Decimal:
         raise RuleViolation(f"rate must be a finite Decimal, got {rate_eur_per_hour!r}")
     if rate_eur_per_hour <= 0:
         raise RuleViolation(f"rate must be positive, got {rate_eur_per_hour}")
+    if rate_eur_per_hour > MAX_RATE:
+        raise RuleViolation(f"rate must be at most {MAX_RATE}, got {rate_eur_per_hour:.2E}")
     return rate_eur_per_hour
 
 
 def live_billed_minutes(minutes: int) -> int:
     """Minutes of a live session rounded up to whole 30-minute units (rule 3)."""
-    units = -(-validate_minutes(minutes) // LIVE_UNIT_MINUTES)
+    units = -(-validate_minutes(minutes, maximum=MAX_AUTOMATION_MINUTES) // LIVE_UNIT_MINUTES)
     return units * LIVE_UNIT_MINUTES
 
 
@@ -126,7 +170,8 @@ def live_amount(minutes: int, rate_eur_per_hour: Decimal) -> Decimal:
 
 def work_amount(minutes: int, rate_eur_per_hour: Decimal) -> Decimal:
     """Amount in EUR of ``minutes`` of other work (rule 4): per minute, half-up to the cent."""
-    return _to_cents(validate_minutes(minutes) * _check_rate(rate_eur_per_hour) / _MINUTES_PER_HOUR)
+    priced = validate_minutes(minutes, maximum=MAX_AUTOMATION_MINUTES)
+    return _to_cents(priced * _check_rate(rate_eur_per_hour) / _MINUTES_PER_HOUR)
 
 
 def charge(kind: str, minutes: int, day: date, prices: PriceList) -> Charge:
@@ -141,7 +186,7 @@ def charge(kind: str, minutes: int, day: date, prices: PriceList) -> Charge:
     rate = prices.rate_on(day, tariff)
     if tariff == "live":
         return Charge(live_billed_minutes(minutes), rate, live_amount(minutes, rate))
-    return Charge(validate_minutes(minutes), rate, work_amount(minutes, rate))
+    return Charge(minutes, rate, work_amount(minutes, rate))
 
 
 def session_day(start: datetime) -> date:
@@ -162,8 +207,8 @@ def check_booking(at: datetime, start: datetime) -> None:
     """Refuse a live-assistance booking made at ``at`` for ``start`` unless 3 days ahead (rule 6).
 
     Raises:
-        RuleViolation: naive times, a start not after ``at``, or too short notice; the message
-            names the earliest bookable date.
+        RuleViolation: naive times, a start not after ``at``, too short notice (the message
+            names the earliest bookable date), or a start more than a year ahead.
     """
     require_aware(at, "booking time")
     require_aware(start, "appointment start")
@@ -172,6 +217,11 @@ def check_booking(at: datetime, start: datetime) -> None:
         raise RuleViolation(
             f"booking refused: the start {start.isoformat()} is not in the future; "
             f"the earliest bookable date is {earliest}"
+        )
+    if start - at > timedelta(days=BOOKING_HORIZON_DAYS):
+        raise RuleViolation(
+            f"booking refused: the start {start.isoformat()} is more than "
+            f"{BOOKING_HORIZON_DAYS} days ahead; check the year"
         )
     wanted = session_day(start)
     if wanted < earliest:

@@ -19,7 +19,7 @@ Germany but not in RP).
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from functools import cache
 
 import holidays
@@ -53,6 +53,21 @@ def is_support_day(day: date) -> bool:
     return day.weekday() < 5 and day not in _rp_holidays(day.year)
 
 
+def parse_hours(text: str) -> Decimal:
+    """Support hours as an operator types them (``30``, ``1.5``), checked like :func:`due_time`.
+
+    Raises:
+        RuleViolation: not a decimal number, not finite, not positive or above ``MAX_HOURS``.
+    """
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise RuleViolation(f"hours must be a number such as 30 or 1.5, got {shown!r}") from None
+    _support_hours(value)
+    return value
+
+
 def _support_hours(hours: Decimal | int) -> timedelta:
     """Validate ``hours`` and turn it into an exact duration (rounded up to the microsecond)."""
     if isinstance(hours, bool) or not isinstance(hours, int | Decimal):
@@ -60,10 +75,12 @@ def _support_hours(hours: Decimal | int) -> timedelta:
             f"hours must be an integer or a decimal, not {type(hours).__name__} {hours!r}"
         )
     value = Decimal(hours)
+    # Shown in short scientific form: "1e+400" rather than four hundred digits.
+    shown = f"{value:.6g}" if value.is_finite() else str(value)
     if not value.is_finite() or value <= 0:
-        raise RuleViolation(f"hours must be positive, got {hours}")
+        raise RuleViolation(f"hours must be positive, got {shown}")
     if value > MAX_HOURS:
-        raise RuleViolation(f"hours must be at most {MAX_HOURS}, got {hours}")
+        raise RuleViolation(f"hours must be at most {MAX_HOURS}, got {shown}")
     micro = (value * _MICROSECONDS_PER_HOUR).to_integral_value(rounding=ROUND_CEILING)
     return timedelta(microseconds=int(micro))
 

@@ -8,10 +8,16 @@ Identity: time entries, corrections and bookings share one id space (``entry_id`
 ``booking_id``); a cancellation or no-show is identified by the booking it concerns (a booking has
 at most one outcome). The same fact repeated counts once (a retried command); the same id with
 different content is refused, since one of the two figures would be silently lost.
+
+The facts take what a ledger holds, including what an older version let through (minutes above
+the bound of rule 2, long notes): bounds are checked when a fact is *recorded*
+(:func:`~billing.rules.validate_minutes`, :func:`validate_note`), and a statement built from an
+old ledger lists an out-of-bounds line unbilled and flagged (rule 11) instead of failing.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,7 +26,15 @@ from typing import Any, Literal, get_args
 
 from billing.errors import RuleViolation
 from billing.pricelist import DEFAULT_PRICE_LIST, PriceList
-from billing.rules import cancellation_is_free, charge, session_day, validate_minutes
+from billing.rules import (
+    TARIFF_OF,
+    cancellation_is_free,
+    charge,
+    describe_number,
+    max_minutes,
+    session_day,
+    validate_minutes,
+)
 from billing.tz import BERLIN, require_aware
 
 EntryKind = Literal["work", "live", "automation"]
@@ -37,6 +51,34 @@ CSV_HEADER = (
     "ref",
     "note",
 )
+
+
+MAX_NOTE_CHARS = 500
+"""A note is one line of a client's statement, not a document."""
+
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+
+
+def validate_note(note: str, what: str = "note") -> str:
+    """Return ``note`` if it can stand on one line of a statement the client checks.
+
+    Refused: more than :data:`MAX_NOTE_CHARS` characters, control characters (NUL, line
+    breaks, tabs), lone surrogates (bytes that were not UTF-8) and bidirectional overrides
+    (which can make a line read differently from what it holds).
+
+    Raises:
+        RuleViolation: the note breaks one of those rules.
+    """
+    if not isinstance(note, str):
+        raise RuleViolation(f"{what} must be text, got {type(note).__name__}")
+    if len(note) > MAX_NOTE_CHARS:
+        raise RuleViolation(f"{what} has {len(note)} characters; at most {MAX_NOTE_CHARS}")
+    for char in note:
+        if unicodedata.category(char) in ("Cc", "Cs") or char in _BIDI_CONTROLS:
+            raise RuleViolation(f"{what} contains the control character U+{ord(char):04X}; "
+                                "write it on one line, in plain text")
+    return note
 
 
 def _check_id(value: str, what: str) -> str:
@@ -64,7 +106,7 @@ class TimeEntry:
                 f"entry {self.entry_id}: unknown kind {self.kind!r}; "
                 f"expected one of {', '.join(ENTRY_KINDS)}"
             )
-        validate_minutes(self.minutes, f"entry {self.entry_id}: minutes")
+        validate_minutes(self.minutes, f"entry {self.entry_id}: minutes", maximum=None)
 
 
 @dataclass(frozen=True)
@@ -80,7 +122,7 @@ class Booking:
         _check_id(self.booking_id, "booking id")
         require_aware(self.start, f"booking {self.booking_id}: start")
         require_aware(self.booked_at, f"booking {self.booking_id}: booked_at")
-        validate_minutes(self.minutes, f"booking {self.booking_id}: minutes")
+        validate_minutes(self.minutes, f"booking {self.booking_id}: minutes", maximum=None)
 
 
 @dataclass(frozen=True)
@@ -133,10 +175,12 @@ class StatementLine:
     amount_eur: Decimal
     ref: str
     note: str = ""
+    unbillable: bool = False
+    """Rule 11: minutes above the bound, listed but billed nothing until reversed."""
 
     def to_json(self) -> dict[str, Any]:
-        """The §3.1 line: required keys first, then ``ref`` and ``note``."""
-        return {
+        """The §3.1 line: required keys first, then ``ref``, ``note`` (and ``unbillable``)."""
+        doc: dict[str, Any] = {
             "date": self.day.isoformat(),
             "kind": self.kind,
             "minutes": self.minutes,
@@ -146,6 +190,9 @@ class StatementLine:
             "ref": self.ref,
             "note": self.note,
         }
+        if self.unbillable:
+            doc["unbillable"] = True
+        return doc
 
 
 @dataclass(frozen=True)
@@ -155,6 +202,8 @@ class Statement:
     case_id: str
     tenant_id: str
     lines: tuple[StatementLine, ...]
+    unresolved: tuple[str, ...] = ()
+    """Refs of unbillable lines (rule 11) not yet reversed: the case cannot be closed."""
 
     @property
     def total_eur(self) -> Decimal:
@@ -162,13 +211,19 @@ class Statement:
         return sum((line.amount_eur for line in self.lines), Decimal("0.00"))
 
     def to_json(self) -> dict[str, Any]:
-        """The statement document of DESIGN §3.1; money as strings with two decimals."""
-        return {
+        """The statement document of DESIGN §3.1; money as strings with two decimals.
+
+        ``unresolved`` is added only when an unbillable line waits for its reversal.
+        """
+        doc: dict[str, Any] = {
             "case_id": self.case_id,
             "tenant_id": self.tenant_id,
             "lines": [line.to_json() for line in self.lines],
             "total_eur": _money(self.total_eur),
         }
+        if self.unresolved:
+            doc["unresolved"] = list(self.unresolved)
+        return doc
 
     def to_csv_rows(self) -> list[list[str]]:
         """Header and one row per line, as strings (the total is not a row: it is not a line)."""
@@ -210,13 +265,26 @@ def _dedupe(facts: Iterable[Fact]) -> list[Fact]:
     return unique
 
 
+def _priced(day: date, kind: LineKind, minutes: int, ref: str, note: str, prices: PriceList
+            ) -> StatementLine:
+    """One charged line, or (rule 11) an unbillable one when ``minutes`` exceed the bound."""
+    bound = max_minutes(kind)
+    if minutes > bound:
+        rate = prices.rate_on(day, TARIFF_OF[kind])
+        flag = (f"NOT BILLED: the recorded minutes ({describe_number(minutes)}) exceed the "
+                f"{bound} one entry may hold; reverse it and record the right figure")
+        return StatementLine(day, kind, minutes, 0, rate, Decimal("0.00"), ref,
+                             f"{flag}; {note}" if note else flag, unbillable=True)
+    billed, rate, amount = charge(kind, minutes, day, prices)
+    return StatementLine(day, kind, minutes, billed, rate, amount, ref, note)
+
+
 def _booking_charge(
     booking: Booking, kind: Literal["late-cancellation", "no-show"], note: str, prices: PriceList
 ) -> StatementLine:
     """The booked time charged as a live session at the rate of the appointment's date."""
-    day = session_day(booking.start)
-    billed, rate, amount = charge(kind, booking.minutes, day, prices)
-    return StatementLine(day, kind, booking.minutes, billed, rate, amount, booking.booking_id, note)
+    return _priced(session_day(booking.start), kind, booking.minutes, booking.booking_id, note,
+                   prices)
 
 
 def build_statement(
@@ -246,10 +314,7 @@ def build_statement(
     for number, fact in enumerate(unique):
         line: StatementLine | None = None
         if isinstance(fact, TimeEntry):
-            billed, rate, amount = charge(fact.kind, fact.minutes, fact.day, prices)
-            line = StatementLine(
-                fact.day, fact.kind, fact.minutes, billed, rate, amount, fact.entry_id, fact.note
-            )
+            line = _priced(fact.day, fact.kind, fact.minutes, fact.entry_id, fact.note, prices)
         elif isinstance(fact, Cancellation | NoShow):
             booking = bookings.get(fact.booking_id)
             if booking is None:
@@ -269,7 +334,9 @@ def build_statement(
         if isinstance(fact, Correction):
             numbered.append((number, _reversal(fact, charged, reversed_by)))
     numbered.sort(key=lambda item: (item[1].day, item[0]))
-    return Statement(case_id, tenant_id, tuple(line for _, line in numbered))
+    unresolved = tuple(ref for ref, line in charged.items()
+                       if line.unbillable and ref not in reversed_by)
+    return Statement(case_id, tenant_id, tuple(line for _, line in numbered), unresolved)
 
 
 def _reversal(
@@ -293,7 +360,7 @@ def _reversal(
         -target.minutes,
         -target.billed_minutes,
         target.rate_eur_per_hour,
-        -target.amount_eur,
+        Decimal("0.00") - target.amount_eur,  # never "-0.00" for an unbillable line
         fact.entry_id,
         note,
     )

@@ -21,11 +21,11 @@ from billing.tz import berlin_date
 from flows import packaging
 from flows.context import RunContext, current_settings
 from flows.export_flow import ExportRequest, export_links, offboarding_export
-from flows.migration import MigrationDesk, statement_csv
+from flows.migration import MigrationDesk, Request, parse_request, statement_csv
 from kernel.errors import BadInput, ExportError
 from kernel.ids import artifact_key
 from kernel.settings import Settings
-from kernel.timeparse import MAX_LINK_TTL_SECONDS, parse_day, parse_instant
+from kernel.timeparse import MAX_LINK_TTL_SECONDS
 from storage import objects
 from storage.ledger import Ledger
 from storage.s3 import make_client
@@ -67,9 +67,9 @@ def publish_statement(settings: Settings, statement: Statement) -> str:
 def close_case(settings: Settings, desk: MigrationDesk, case_id: str, at: datetime
                ) -> dict[str, Any]:
     """Price the case, publish the statement, then mark it closed (in that order, so a failed
-    upload leaves the case open and the command can simply be repeated)."""
-    desk.open_case_of(case_id)
-    location = publish_statement(settings, desk.statement(case_id))
+    upload leaves the case open and the command can simply be repeated). A case that cannot be
+    closed is refused before anything is published."""
+    location = publish_statement(settings, desk.closable_statement(case_id))
     statement = desk.close(case_id, at)
     return {**statement.to_json(), "statement_csv": location}
 
@@ -93,11 +93,14 @@ class CaseInput(RunInput):
 
     action: Literal["log-time", "book", "cancel", "no-show", "correct", "deliver-export",
                     "fresh-links", "close"] = Field(description="What to record.")
-    minutes: int | None = Field(default=None, description="log-time, book: minutes (> 0).")
+    minutes: int | None = Field(default=None, description="log-time, book: minutes, 1 to 600 "
+                                "(one support day).")
     kind: Literal["work", "live"] = Field(default="work", description="log-time: work, or a "
                                           "live-assistance session held.")
-    on: date | None = Field(default=None, description="log-time: the day (default today).")
-    note: str = Field(default="", description="log-time, correct: a note for the statement.")
+    on: date | None = Field(default=None, description="log-time: the day (default today; "
+                            "never later).")
+    note: str = Field(default="", description="log-time, correct: a note for the statement "
+                      "(one line, at most 500 characters).")
     entry_id: str | None = Field(default=None, description="log-time, correct: your id, so a "
                                  "repeated submission counts once.")
     start: datetime | None = Field(default=None, description="book: start, with offset.")
@@ -221,39 +224,36 @@ def assisted_migration(request: MigrationCaseRequest) -> dict[str, Any]:
 def migration_command(command: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """Carry out one ``tenant-export migration`` command (so it appears as a run in the UI)."""
     settings = current_settings()
-    desk = open_desk(settings)
-    a = arguments
     now = datetime.now(UTC).replace(microsecond=0)
+    request = parse_request(command, arguments, now)  # the CLI checked it too, before this run
+    desk = open_desk(settings)
     try:
-        if command == "open":
-            ctx = RunContext.open(settings)
-            try:
-                ctx.check_tenant(a["tenant_id"])
-            finally:
-                ctx.close()
-            at = parse_instant(a["at"], "--at") if a.get("at") else now
-            return desk.open(a["tenant_id"], bool(a.get("critical")), at)
-        if command == "log":
-            on = parse_day(a["on"], "--on") if a.get("on") else berlin_date(now)
-            return desk.log(a["case_id"], a["minutes"], a.get("kind", "work"), on,
-                            a.get("note", ""), a.get("entry_id"))
-        if command == "book":
-            at = parse_instant(a["at"], "--at") if a.get("at") else now
-            return desk.book(a["case_id"], parse_instant(a["start"], "--start"), a["minutes"], at)
-        if command == "cancel":
-            at = parse_instant(a["at"], "--at") if a.get("at") else now
-            return desk.cancel(a["booking_id"], at)
-        if command == "no-show":
-            at = parse_instant(a["at"], "--at") if a.get("at") else now
-            return desk.no_show(a["booking_id"], at)
-        if command == "correct":
-            return desk.correct(a["case_id"], a["reverses"], a.get("note", ""),
-                                a.get("entry_id"))
-        if command == "close":
-            return close_case(settings, desk, a["case_id"], now)
-        if command == "statement":
-            issued = desk.closed_statement(a["case_id"])
-            return issued if issued is not None else desk.statement(a["case_id"]).to_json()
-        raise BadInput(f"unknown migration command {command!r}")
+        return _carry_out(settings, desk, request, now)
     finally:
         desk.ledger.close()
+
+
+def _carry_out(settings: Settings, desk: MigrationDesk, r: Request, now: datetime
+               ) -> dict[str, Any]:
+    if r.command == "open":
+        ctx = RunContext.open(settings)
+        try:
+            ctx.check_tenant(r.tenant_id)
+        finally:
+            ctx.close()
+        return desk.open(r.tenant_id, r.critical, r.at or now)
+    if r.command == "log":
+        return desk.log(r.case_id, r.minutes, r.kind, r.on or berlin_date(now), r.note,
+                        r.entry_id)
+    if r.command == "book":
+        return desk.book(r.case_id, _need(r.start, "start"), r.minutes, r.at or now)
+    if r.command == "cancel":
+        return desk.cancel(r.booking_id, r.at or now)
+    if r.command == "no-show":
+        return desk.no_show(r.booking_id, r.at or now)
+    if r.command == "correct":
+        return desk.correct(r.case_id, r.reverses, r.note, r.entry_id)
+    if r.command == "close":
+        return close_case(settings, desk, r.case_id, now)
+    issued = desk.closed_statement(r.case_id)  # "statement"
+    return issued if issued is not None else desk.statement(r.case_id).to_json()

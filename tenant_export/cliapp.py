@@ -2,7 +2,9 @@
 resolved once, one clear error line.
 
 Exit status: 0 success, 2 bad input, 1 failure. Errors are one line on stderr; ``--debug`` adds
-the traceback. Prefect is imported lazily so ``--help`` and input errors stay fast.
+the traceback. Prefect is imported lazily so ``--help`` and input errors stay fast, and bad
+input (every argument, the configured database URLs, a command's own ``check``) is refused
+before it: no flow runs for a request that cannot succeed.
 """
 
 from __future__ import annotations
@@ -10,14 +12,54 @@ from __future__ import annotations
 import json
 import os
 import traceback
+import unicodedata
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
+from typer.core import TyperGroup
 
 from kernel.errors import BadInput, ExportError
 from kernel.settings import Settings
+from kernel.timeparse import shown
+
+MAX_ARGUMENT_CHARS = 4096
+"""No argument of this CLI is longer (4096 is also PATH_MAX): more is a paste gone wrong."""
+MAX_MESSAGE_CHARS = 1000
+
+
+def check_argument(arg: str) -> str:
+    """``arg`` unchanged, or ``BadInput``: every argument of every command is one line of text.
+
+    Refused everywhere, whatever the command: NUL and other control characters (a NUL cannot
+    reach a PostgreSQL text value nor a file name), bytes that were not UTF-8 (Python hands them
+    over as lone surrogates, which no encoder accepts), and more than MAX_ARGUMENT_CHARS.
+    """
+    if len(arg) > MAX_ARGUMENT_CHARS:
+        raise BadInput(f"invalid argument {shown(arg, 30)}: more than {MAX_ARGUMENT_CHARS} "
+                       "characters")
+    for char in arg:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise BadInput(f"invalid argument {shown(arg)}: not valid UTF-8")
+        if category == "Cc":
+            raise BadInput(f"invalid argument {shown(arg)}: contains the control character "
+                           f"U+{ord(char):04X}")
+    return arg
+
+
+class _CheckedGroup(TyperGroup):
+    """The root command: sees every argument of every subcommand before any is parsed."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            for arg in args:
+                check_argument(arg)
+        except BadInput as err:
+            fail(err, 2)
+        return super().parse_args(ctx, args)
+
 
 app = typer.Typer(
     name="tenant-export",
@@ -25,6 +67,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_CheckedGroup,
 )
 _state: dict[str, bool] = {"debug": False}
 
@@ -32,6 +75,9 @@ TtlOption = Annotated[
     str, typer.Option("--link-ttl", help="Link lifetime: seconds or 90s/15m/12h/7d (max 7d).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+PortOption = Annotated[int, typer.Option("--port", min=1, max=65535,
+                                         help="TCP port to listen on (1-65535).")]
+"""Every command that listens (``serve``, ``portal``): a wrong port is a usage error, exit 2."""
 T = TypeVar("T")
 
 
@@ -47,7 +93,10 @@ def fail(err: BaseException, code: int) -> NoReturn:
     """One line on stderr (a traceback too with ``--debug``), then exit with ``code``."""
     if _state["debug"]:
         traceback.print_exception(err)
-    message = str(err) or type(err).__name__
+    text = str(err) or type(err).__name__
+    message = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = f"{message[:MAX_MESSAGE_CHARS]}..."
     typer.echo(f"tenant-export: error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -66,19 +115,42 @@ def _bad_setting(err: ValidationError) -> NoReturn:
     fail(BadInput(f"invalid {where}: {first['msg']}"), 2)
 
 
-def run(action: Callable[[Settings], T], *, flows: bool = True) -> T:
+def check_database_urls(settings: Settings) -> None:
+    """Refuse an unusable source or control database URL before any flow needs it.
+
+    Raises:
+        BadInput: a URL that does not parse, or a driver we do not ship (``+asyncpg``).
+    """
+    from kernel.dburl import normalize_url  # noqa: PLC0415 - SQLAlchemy: not for --help
+
+    for name, url in (("TENANT_EXPORT_SOURCE_URL", settings.resolved_source_url()),
+                      ("TENANT_EXPORT_CONTROL_URL", settings.resolved_control_url())):
+        try:
+            normalize_url(url)
+        except BadInput as err:
+            raise BadInput(f"{name}: {err}") from err
+
+
+def run(action: Callable[[Settings], T], *, flows: bool = True,
+        check: Callable[[Settings], object] | None = None) -> T:
     """Run a command body with the resolved settings, mapping errors to exit statuses.
 
     ``flows=False`` for commands that run no flow: they skip importing Prefect (seconds).
+    ``check`` refuses bad input before Prefect is imported; a command that runs flows also has
+    its database URLs checked first.
     """
-    if flows:
-        import prefect  # noqa: F401, PLC0415 - installs Prefect's console handler, which we tune
-
-        from tenant_export.logs import quiet_console  # noqa: PLC0415
-
-        quiet_console(_state["debug"])
     settings = resolve_settings()
     try:
+        if flows:
+            check_database_urls(settings)
+        if check is not None:
+            check(settings)
+        if flows:
+            import prefect  # noqa: F401, PLC0415 - installs Prefect's console handler
+
+            from tenant_export.logs import quiet_console  # noqa: PLC0415
+
+            quiet_console(_state["debug"])
         if not flows:
             return action(settings)
         from flows.context import using  # noqa: PLC0415 - imports Prefect

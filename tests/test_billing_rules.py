@@ -6,10 +6,15 @@ from datetime import date, datetime
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from billing.errors import RuleViolation
-from billing.pricelist import DEFAULT_PRICE_LIST
+from billing.pricelist import DEFAULT_PRICE_LIST, MAX_RATE
 from billing.rules import (
+    BOOKING_HORIZON_DAYS,
+    MAX_AUTOMATION_MINUTES,
+    MAX_ENTRY_MINUTES,
     Charge,
     cancellation_is_free,
     charge,
@@ -18,6 +23,7 @@ from billing.rules import (
     earliest_bookable_date,
     live_amount,
     live_billed_minutes,
+    max_minutes,
     session_day,
     validate_minutes,
     work_amount,
@@ -251,3 +257,51 @@ def test_no_show_may_be_recorded_from_five_minutes_after_the_start() -> None:
         check_no_show(at("2026-03-05T10:04:59+01:00"), at(START))
     with pytest.raises(RuleViolation, match="no UTC offset"):
         check_no_show(datetime(2026, 3, 5, 11), at(START))
+
+
+# --- bounds: every figure an operator types is bounded (issue 8) ------------------------------
+
+
+@given(minutes=st.integers(min_value=MAX_ENTRY_MINUTES + 1))
+def test_minutes_above_a_support_day_are_refused(minutes: int) -> None:
+    # 601, 99999999999 (a 249-billion-euro line), 10**26 (InvalidOperation) and beyond
+    with pytest.raises(RuleViolation, match="minutes must be at most 600") as caught:
+        validate_minutes(minutes)
+    assert len(str(caught.value)) < 120  # a 5,000-digit number is described, not printed
+
+
+@given(minutes=st.integers(min_value=1, max_value=MAX_ENTRY_MINUTES))
+def test_minutes_up_to_a_support_day_are_accepted(minutes: int) -> None:
+    assert validate_minutes(minutes) == minutes
+
+
+def test_automated_steps_and_pricing_allow_up_to_a_week() -> None:
+    assert max_minutes("automation") == MAX_AUTOMATION_MINUTES == 7 * 24 * 60
+    assert max_minutes("work") == max_minutes("live") == max_minutes("no-show") == 600
+    assert work_amount(MAX_AUTOMATION_MINUTES, RATE) == Decimal("25200.00")
+    with pytest.raises(RuleViolation, match="at most 10080"):
+        work_amount(MAX_AUTOMATION_MINUTES + 1, RATE)
+    with pytest.raises(RuleViolation, match="at most 10080"):
+        live_amount(10**26, RATE)
+
+
+@given(minutes=st.integers(min_value=1, max_value=MAX_AUTOMATION_MINUTES),
+       cents=st.integers(min_value=1, max_value=int(MAX_RATE * 100)))
+def test_every_bounded_figure_prices_to_whole_cents(minutes: int, cents: int) -> None:
+    rate = Decimal(cents) / 100
+    for amount in (work_amount(minutes, rate), live_amount(minutes, rate)):
+        assert amount.as_tuple().exponent == -2 and amount >= 0  # never InvalidOperation
+
+
+@pytest.mark.parametrize("rate", [MAX_RATE + Decimal("0.01"), Decimal("1e40")])
+def test_rates_above_the_price_list_bound_are_refused(rate: Decimal) -> None:
+    with pytest.raises(RuleViolation, match="rate must be at most"):
+        work_amount(30, rate)
+
+
+@pytest.mark.parametrize("start", ["2027-03-03T10:00:00+01:00", "2062-03-02T10:00:00+01:00",
+                                   "2199-12-31T10:00:00+01:00"])
+def test_booking_more_than_a_year_ahead_is_refused(start: str) -> None:
+    with pytest.raises(RuleViolation, match=f"more than {BOOKING_HORIZON_DAYS} days ahead"):
+        check_booking(at("2026-03-02T12:00:00+01:00"), at(start))
+    check_booking(at("2026-03-02T12:00:00+01:00"), at("2027-03-02T12:00:00+01:00"))  # 365 d

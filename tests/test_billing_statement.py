@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -21,6 +22,7 @@ from billing.statement import (
     StatementLine,
     TimeEntry,
     build_statement,
+    validate_note,
 )
 from tests.billing_data import NEW_PRICES
 
@@ -391,3 +393,79 @@ def test_statement_line_money_is_printed_with_two_places() -> None:
     line = StatementLine(date(2026, 3, 2), "work", 1, 1, Decimal(150), Decimal("2.5"), "e")
     assert line.to_json()["rate_eur_per_hour"] == "150.00"
     assert line.to_json()["amount_eur"] == "2.50"
+
+
+# --- rule 11: a figure an older version let through never breaks a statement (issue 8) -------
+
+OLD_FIGURES = [601, 99_999_999_999, 99_999_999_999_999_999_999_999_999, 10**40]
+"""Above the 600-minute bound: a typo, a 249-billion-euro line, and InvalidOperation before."""
+
+
+@pytest.mark.parametrize("minutes", OLD_FIGURES)
+@pytest.mark.parametrize("kind", ["work", "live"])
+def test_an_out_of_bounds_entry_is_listed_unbilled_until_reversed(kind: str,
+                                                                  minutes: int) -> None:
+    good = TimeEntry("e-1", date(2026, 3, 2), "work", 30, "inventory")
+    huge = TimeEntry("e-2", date(2026, 3, 2), kind, minutes, "typo")  # type: ignore[arg-type]  # kind from the table
+    statement = build([good, huge])
+    assert figures(statement) == [("2026-03-02", "work", 30, 30, "150.00", "75.00"),
+                                  ("2026-03-02", kind, minutes, 0, "150.00", "0.00")]
+    flagged = statement.lines[1]
+    assert flagged.unbillable and flagged.note.startswith("NOT BILLED")
+    assert flagged.note.endswith("; typo")
+    assert statement.unresolved == ("e-2",)
+    doc = statement.to_json()
+    assert doc["total_eur"] == "75.00" and doc["unresolved"] == ["e-2"]
+    assert doc["lines"][1]["unbillable"] is True
+    json.dumps(doc)
+
+    reversed_ = build([good, huge, Correction("c-1", reverses="e-2", note="typo")])
+    assert figures(reversed_)[-1] == ("2026-03-02", "correction", -minutes, 0, "150.00", "0.00")
+    assert reversed_.unresolved == () and "unresolved" not in reversed_.to_json()
+    assert reversed_.to_json()["total_eur"] == "75.00"
+
+
+@pytest.mark.parametrize("minutes", OLD_FIGURES)
+def test_an_out_of_bounds_booking_charge_is_listed_unbilled(minutes: int) -> None:
+    booking = Booking("b-9", BOOKING.start, minutes, BOOKING.booked_at)
+    statement = build([booking, NoShow("b-9")])
+    assert figures(statement) == [("2026-03-05", "no-show", minutes, 0, "150.00", "0.00")]
+    assert statement.unresolved == ("b-9",)
+    late = build([booking, Cancellation("b-9", at("2026-03-05T08:00:00+01:00"))])
+    assert late.unresolved == ("b-9",) and late.total_eur == Decimal("0.00")
+
+
+def test_an_automated_step_may_hold_a_week() -> None:
+    week = TimeEntry("a-1", date(2026, 3, 2), "automation", 7 * 24 * 60)
+    assert figures(build([week])) == [("2026-03-02", "automation", 10080, 10080, "150.00",
+                                       "25200.00")]
+    longer = TimeEntry("a-2", date(2026, 3, 2), "automation", 7 * 24 * 60 + 1)
+    assert build([longer]).unresolved == ("a-2",)
+
+
+@pytest.mark.parametrize(
+    ("note", "message"),
+    [
+        ("x" * 501, "at most 500"),
+        ("a\x00b", "U+0000"),
+        ("first line\nsecond line", "U+000A"),
+        ("tab\there", "U+0009"),
+        ("carriage\rreturn", "U+000D"),
+        ("bell\x07", "U+0007"),
+        ("delete\x7f", "U+007F"),
+        ("c1\x85control", "U+0085"),
+        ("not utf-8 \udcff", "U+DCFF"),
+        ("invoice \u202eflipped", "U+202E"),
+        ("isolate \u2066x\u2069", "U+2066"),
+    ],
+)
+def test_notes_that_cannot_stand_on_one_statement_line_are_refused(note: str,
+                                                                   message: str) -> None:
+    with pytest.raises(RuleViolation, match=re.escape(message)):
+        validate_note(note)
+
+
+@pytest.mark.parametrize("note", ["", "x" * 500, "Café, 李 小龍, 'quotes' \"and\" commas",
+                                  "../../etc/passwd", "emoji 👩\u200d💻"])
+def test_ordinary_notes_are_accepted(note: str) -> None:
+    assert validate_note(note) == note

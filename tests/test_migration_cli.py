@@ -50,7 +50,8 @@ def control_url(tmp_path: Path) -> str:
 def desk(control_url: str) -> Iterator[MigrationDesk]:
     ledger = Ledger(control_url)
     try:
-        yield MigrationDesk(ledger)  # the default price list: 150 EUR/h
+        # the default price list (150 EUR/h); "now" after the last date the cases use
+        yield MigrationDesk(ledger, clock=lambda: at("2026-12-03T12:00:00+01:00"))
     finally:
         ledger.close()
 

@@ -161,3 +161,15 @@ def test_from_file_reads_and_names_the_file(tmp_path: Path) -> None:
 def test_missing_file_is_a_price_list_error(tmp_path: Path) -> None:
     with pytest.raises(PriceListError, match="cannot read the price list"):
         PriceList.from_file(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("rate", ['"10000.01"', '"99999999"', "100000", '"1e40"', "10000000000000000000000000000000"])
+def test_rates_above_ten_thousand_are_refused(rate: str) -> None:
+    text = TWO_VERSIONS.replace('live_eur_per_hour = "180.00"', f"live_eur_per_hour = {rate}")
+    with pytest.raises(PriceListError, match=r"too large: at most 10000\.00 EUR per hour"):
+        PriceList.from_toml(text, source="ops/prices.toml")
+
+
+def test_a_rate_of_exactly_ten_thousand_is_accepted() -> None:
+    text = TWO_VERSIONS.replace('live_eur_per_hour = "180.00"', 'live_eur_per_hour = "10000.00"')
+    assert PriceList.from_toml(text).rate_on(date(2026, 7, 1), "live") == Decimal("10000.00")

@@ -20,6 +20,7 @@ from billing.sla import (
     due_time,
     first_response_due,
     is_support_day,
+    parse_hours,
 )
 from billing.tz import BERLIN
 
@@ -237,3 +238,23 @@ def test_due_time_agrees_with_minute_counting(seed: int) -> None:
     hours = rng.randint(1, 25)
     expected = _minute_by_minute(received, hours)
     assert due_time(received, hours).isoformat() == expected.isoformat()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("two", "must be a number"), ("", "must be a number"), ("1,5", "must be a number"),
+    ("inf", "must be positive"), ("NaN", "must be positive"), ("sNaN", "must be positive"),
+    ("0", "must be positive"), ("-1", "must be positive"), ("10000.0001", "at most 10000"),
+    ("1e400", "at most 10000"), ("9" * 4000, "at most 10000"),
+    ("1e999999999", "at most 10000"),  # int() of it would run for minutes: never converted
+])
+def test_parse_hours_refuses_every_unusable_figure_in_one_short_line(text: str,
+                                                                     message: str) -> None:
+    with pytest.raises(RuleViolation, match=message) as caught:
+        parse_hours(text)
+    assert len(str(caught.value)) < 120 and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "hours"), [("30", Decimal(30)), ("1.5", Decimal("1.5")),
+                                             (" 2 ", Decimal(2)), ("10000", Decimal(10000))])
+def test_parse_hours_accepts_whole_and_decimal_hours(text: str, hours: Decimal) -> None:
+    assert parse_hours(text) == hours

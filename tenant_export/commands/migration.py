@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from kernel.errors import BadInput
 from kernel.settings import Settings
 from tenant_export.cliapp import JsonOption, app, run
 
@@ -26,17 +25,26 @@ class TimeKind(StrEnum):
     live = "live"
 
 
-AtOption = Annotated[str | None, typer.Option("--at", help="When it happens (ISO 8601 with "
-                                              "offset); default now.")]
+AtOption = Annotated[str | None, typer.Option("--at", help="When it happened (ISO 8601 with "
+                                              "offset), now or earlier; default now.")]
 
 
 def _migration(command: str, as_json: bool, **arguments: Any) -> None:
+    given = {k: v for k, v in arguments.items() if v is not None}
+
+    def check(_settings: Settings) -> None:
+        from datetime import UTC, datetime  # noqa: PLC0415
+
+        from flows.migration import parse_request  # noqa: PLC0415 - no Prefect
+
+        parse_request(command, given, datetime.now(UTC))  # refused before any flow runs
+
     def body(_settings: Settings) -> dict[str, Any]:
         from flows.migration_flow import migration_command  # noqa: PLC0415
 
-        return migration_command(command, {k: v for k, v in arguments.items() if v is not None})
+        return migration_command(command, given)
 
-    result = run(body)
+    result = run(body, check=check)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     elif "lines" in result:
@@ -53,6 +61,8 @@ def _print_statement(doc: dict[str, Any]) -> None:
                    f"-> {line['billed_minutes']:>5} billed x {line['rate_eur_per_hour']} EUR/h "
                    f"= {line['amount_eur']:>10} EUR  {line.get('note', '')}")
     typer.echo(f"  total {doc['total_eur']} EUR")
+    if doc.get("unresolved"):
+        typer.echo(f"  not closable until reversed: {', '.join(doc['unresolved'])}")
     if doc.get("statement_csv"):
         typer.echo(f"  CSV: {doc['statement_csv']}")
 
@@ -72,12 +82,14 @@ def migration_open(
 @migration_app.command("log")
 def migration_log(
     case: Annotated[str, typer.Argument(help="Case id.")],
-    minutes: Annotated[int, typer.Option("--minutes", help="Minutes spent (> 0).")],
+    minutes: Annotated[int, typer.Option("--minutes", help="Minutes spent, 1 to 600 (one "
+                                         "support day; log longer work as several entries).")],
     kind: Annotated[TimeKind, typer.Option("--kind", help="work, or live (a live session "
                                            "held).")] = TimeKind.work,
-    on: Annotated[str | None, typer.Option("--on", help="Day of the work (YYYY-MM-DD); "
-                                           "default today.")] = None,
-    note: Annotated[str | None, typer.Option("--note", help="Shown on the statement.")] = None,
+    on: Annotated[str | None, typer.Option("--on", help="Day of the work (YYYY-MM-DD), today "
+                                           "or earlier; default today.")] = None,
+    note: Annotated[str | None, typer.Option("--note", help="Shown on the statement (one line, "
+                                             "at most 500 characters).")] = None,
     entry_id: Annotated[str | None, typer.Option("--entry-id", help="Your id: the same id "
                                                  "twice counts once.")] = None,
     as_json: JsonOption = False,
@@ -91,7 +103,7 @@ def migration_log(
 def migration_book(
     case: Annotated[str, typer.Argument(help="Case id.")],
     start: Annotated[str, typer.Option("--start", help="Start (ISO 8601 with offset).")],
-    minutes: Annotated[int, typer.Option("--minutes", help="Booked minutes (> 0).")],
+    minutes: Annotated[int, typer.Option("--minutes", help="Booked minutes, 1 to 600.")],
     at: AtOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -162,21 +174,13 @@ def sla_due(
     """Due time of a reaction within N support hours (Mon-Fri 08-18 Berlin, RP holidays off)."""
 
     def body(_settings: Settings) -> dict[str, str]:
-        from decimal import Decimal, InvalidOperation  # noqa: PLC0415
-
-        from billing.sla import due_time  # noqa: PLC0415
+        from billing.sla import due_time, parse_hours  # noqa: PLC0415
         from flows.migration import rules  # noqa: PLC0415
         from kernel.timeparse import parse_instant  # noqa: PLC0415
 
         moment = parse_instant(received, "--received")
-        try:
-            amount = Decimal(hours)
-        except InvalidOperation as err:
-            raise BadInput(f"--hours: {hours!r} is not a number") from err
-        if not amount.is_finite():
-            raise BadInput(f"--hours: {hours!r} is not a finite number")
         with rules():
-            due = due_time(moment, amount if amount != amount.to_integral() else int(amount))
+            due = due_time(moment, parse_hours(hours))  # checked before any arithmetic
         return {"received": moment.isoformat(), "hours": hours, "due": due.isoformat()}
 
     result = run(body, flows=False)

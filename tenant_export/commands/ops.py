@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
+from kernel.errors import BadInput
 from kernel.settings import Settings
-from tenant_export.cliapp import JsonOption, app, run
+from tenant_export.cliapp import JsonOption, PortOption, app, run
 
 
 @app.command()
@@ -18,14 +19,18 @@ def demo(
     """The whole pipeline on embedded defaults (demo SQLite + local S3), with a summary."""
     from tenant_export.demo import run_demo  # noqa: PLC0415
 
-    run(lambda settings: run_demo(settings, tenant))
+    def check(_settings: Settings) -> None:
+        from tenant_export.demo_data import TENANTS  # noqa: PLC0415
+
+        known = [row[0] for row in TENANTS]
+        if tenant not in known:  # refused before the demo builds anything
+            raise BadInput(f"unknown demo tenant {tenant!r}: choose one of {', '.join(known)}")
+
+    run(lambda settings: run_demo(settings, tenant), check=check)
 
 
 @app.command()
-def serve(
-    port: Annotated[int, typer.Option(help="Port of the Prefect server to start.",
-                                      min=1, max=65535)] = 4200,
-) -> None:
+def serve(port: PortOption = 4200) -> None:
     """Start a Prefect server (unless PREFECT_API_URL is set) and serve the deployments."""
     from deployments.serve import serve_all  # noqa: PLC0415
 
