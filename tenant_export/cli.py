@@ -8,9 +8,19 @@ import typer
 
 from kernel.errors import BadInput
 from tenant_export.cliapp import app
-from tenant_export.commands import backups, catalog, exports, lifecycle, migration, ops
+from tenant_export.commands import (
+    backups,
+    catalog,
+    exports,
+    lifecycle,
+    migration,
+    offboarding,
+    ops,
+    portal,
+)
 
-__all__ = ["app", "backups", "catalog", "exports", "lifecycle", "main", "migration", "ops"]
+__all__ = ["app", "backups", "catalog", "exports", "lifecycle", "main", "migration", "offboarding",
+           "ops", "portal"]
 
 
 def main() -> None:
