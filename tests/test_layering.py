@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("kernel", "sources", "exporters", "storage", "billing", "notify", "flows",
-            "deployments", "tenant_export")
+            "deployments", "portal", "tenant_export")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
@@ -48,6 +48,8 @@ def test_the_tree_as_committed_keeps_every_contract(tmp_path: Path) -> None:
     ("billing/rules.py", "import exporters.names", "billing is not allowed to import exporters"),
     ("exporters/names.py", "import prefect", "exporters is not allowed to import prefect"),
     ("notify/email.py", "import storage.audit", "notify is not allowed to import storage"),
+    ("portal/__init__.py", "import deployments", "portal is not allowed to import deployments"),
+    ("flows/context.py", "import portal", "flows is not allowed to import portal"),
 ])
 def test_a_forbidden_import_breaks_the_lint(tmp_path: Path, module: str, line: str,
                                             complaint: str) -> None:
