@@ -21,7 +21,7 @@ from kernel.arrowmeta import (
 )
 
 PROFILE = "https://datapackage.org/profiles/2.0/datapackage.json"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"
 CSV_DIALECT = {
     "header": True,
     "delimiter": ",",
@@ -43,6 +43,8 @@ class FileRecord:
     table: str | None = None
     schema: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # relations of a table: {"fields": [...], "table": parent table, "parent_fields": [...]}
+    foreign_keys: list[dict[str, Any]] = field(default_factory=list)
 
 
 def table_schema(schema: pa.Schema, primary_key: tuple[str, ...]) -> dict[str, Any]:
@@ -88,6 +90,9 @@ def _field_type(arrow: pa.Field) -> str:
     return next((name for check, name in checks if check(kind)), "string")
 
 
+# inventory field -> resource field: rows of a table exported to nobody (platform-wide counts)
+UNOWNED = {"cross_tenant_rows": "x-cross-tenant-rows", "orphan_rows": "x-orphan-rows"}
+
 INDEX_SCHEMA: dict[str, Any] = {
     "fields": [
         {"name": "document_id", "type": "string"},
@@ -102,6 +107,15 @@ INDEX_SCHEMA: dict[str, Any] = {
 }
 
 
+def index_schema(schema: pa.Schema) -> dict[str, Any]:
+    """The Table Schema of ``documents/index.csv`` as its writer laid it out."""
+    result = table_schema(schema, ("document_id",))
+    for descriptor in result["fields"]:
+        if descriptor["name"] == "status":
+            descriptor["constraints"] = {"enum": ["ok", "missing"]}
+    return result
+
+
 def _resource_name(path: str, used: set[str]) -> str:
     base = re.sub(r"[^a-z0-9._-]+", "-", path.lower()).strip("-.") or "resource"
     name, n = base, 1
@@ -113,14 +127,19 @@ def _resource_name(path: str, used: set[str]) -> str:
 
 
 def build_descriptor(
-    tenant_id: str, export_id: str, created_at: datetime, files: list[FileRecord]
+    tenant_id: str, export_id: str, created_at: datetime, files: list[FileRecord],
+    inventory: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The datapackage.json document for the verified files."""
+    """The datapackage.json document for the verified files, with the inventory of every
+    table of the platform (``x-inventory``) when given."""
     used: set[str] = set()
+    names = [_resource_name(record.path, used) for record in files]
+    by_table = {r.table: (n, r) for n, r in zip(names, files, strict=True)
+                if r.kind == "table" and r.table is not None}
     resources = []
-    for record in files:
+    for name, record in zip(names, files, strict=True):
         resource: dict[str, Any] = {
-            "name": _resource_name(record.path, used),
+            "name": name,
             "path": record.path,
             "bytes": record.bytes,
             "hash": f"sha256:{record.sha256}",
@@ -128,6 +147,10 @@ def build_descriptor(
         if record.kind == "zip":
             resource.update(format="zip", mediatype="application/zip")
         else:
+            schema = record.schema or (INDEX_SCHEMA if record.kind == "index" else None)
+            inside, outside = _foreign_keys(record, by_table)
+            if inside and schema is not None:
+                schema = {**schema, "foreignKeys": inside}
             resource.update(
                 type="table",
                 format="csv",
@@ -135,13 +158,15 @@ def build_descriptor(
                 encoding="utf-8",
                 dialect=CSV_DIALECT,
                 rows=record.rows,
-                schema=record.schema if record.kind == "table" else INDEX_SCHEMA,
+                schema=schema,
             )
             if record.table is not None:
                 resource["x-source-table"] = record.table
+            if outside:
+                resource["x-external-foreign-keys"] = outside
         resource.update(record.extra)
         resources.append(resource)
-    return {
+    descriptor: dict[str, Any] = {
         "$schema": PROFILE,
         "name": _resource_name(f"tenant-{tenant_id}-export-{export_id}", set()),
         "title": f"Data export of tenant {tenant_id}",
@@ -151,6 +176,52 @@ def build_descriptor(
         "x-format-version": FORMAT_VERSION,
         "resources": resources,
     }
+    if inventory is not None:
+        descriptor["x-inventory"] = _with_resources(inventory, by_table)
+    return descriptor
+
+
+def _foreign_keys(record: FileRecord, by_table: dict[str, tuple[str, FileRecord]]
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Frictionless ``foreignKeys`` between resources of the package, and the relations to
+    tables the package does not hold (shared, skipped) by table name."""
+    inside, outside = [], []
+    fields = _field_names(record)
+    for fk in record.foreign_keys:
+        if not set(fk["fields"]) <= fields:
+            continue
+        target = by_table.get(fk["table"])
+        if target is not None and set(fk["parent_fields"]) <= _field_names(target[1]):
+            inside.append({"fields": list(fk["fields"]),
+                           "reference": {"resource": target[0],
+                                         "fields": list(fk["parent_fields"])}})
+        else:
+            outside.append({"fields": list(fk["fields"]),
+                            "reference": {"table": fk["table"],
+                                          "fields": list(fk["parent_fields"])}})
+    return inside, outside
+
+
+def _field_names(record: FileRecord) -> set[str]:
+    return {f["name"] for f in (record.schema or {}).get("fields", [])}
+
+
+def _with_resources(inventory: dict[str, Any], by_table: dict[str, tuple[str, FileRecord]]
+                    ) -> dict[str, Any]:
+    """The inventory with each exported table's resource, row count and the counts of rows
+    exported to nobody (cross-tenant, orphan)."""
+    result = dict(inventory)
+    exported = []
+    for table in inventory.get("exported", []):
+        found = by_table.get(table["table"])
+        extra: dict[str, Any] = {}
+        if found is not None:
+            name, record = found
+            extra = {"resource": name, "rows": record.rows}
+            extra.update({key: record.extra[x] for key, x in UNOWNED.items() if x in record.extra})
+        exported.append({**table, **extra})
+    result["exported"] = exported
+    return result
 
 
 def encode_descriptor(descriptor: dict[str, Any]) -> bytes:

@@ -5,34 +5,41 @@ snapshot, plus its documents stored content-addressed (a blob already backed up 
 uploaded again), described by an encrypted manifest written last. Write order: tables and new
 blobs are streamed and read back (ciphertext SHA-256), then the manifest is written and read
 back: a snapshot without a manifest is not a snapshot, whatever else its folder holds. The
-format itself (keys, sealing, manifests) is :mod:`storage.snapshots`.
+commit is then recorded in the control database (:mod:`storage.registry`), so a snapshot
+deleted later is noticed. The format itself (keys, sealing, manifests) is
+:mod:`storage.snapshots`.
+
+A blob already in the bucket is reused only when the previous snapshot's manifest (which is
+authenticated) lists it; whatever else sits at a blob's name is overwritten and read back.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from exporters.names import UniqueNames
 from exporters.parquet_writer import ParquetTableWriter
 from flows.context import RunContext, S3Context
+from kernel.errors import BadInput, ControlDbError
 from kernel.ids import new_snapshot_id, validate_tenant_id
-from sources.catalog import discover
-from sources.database import Snapshot
 from sources.documents import confined, iter_documents, open_blob
 from sources.tenants import tenant_key
 from storage import backup_store as layout
 from storage import objects
 from storage.keys import KeyWrapper
+from storage.registry import SnapshotRegistry
 from storage.snapshots import (
     BLOB_OBJECT,
     FORMAT,
     FORMAT_VERSION,
     object_name,
     schema_b64,
+    snapshot_time,
 )
 
 
@@ -58,16 +65,25 @@ class BackupSummary:
 # -- backup ----------------------------------------------------------------------------------
 
 
-def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str) -> BackupSummary:
-    """One verified snapshot of the tenant; only changed documents are uploaded."""
+def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
+                  fence: Callable[[], None] | None = None) -> BackupSummary:
+    """One verified snapshot of the tenant; only changed documents are uploaded.
+
+    ``fence`` is called just before the manifest is written (the tenant lock's
+    :meth:`~flows.locks.HeldLock.check`): a run that lost its lock never commits.
+    """
     started = time.monotonic()
     validate_tenant_id(tenant_id)
     bucket = ctx.settings.backup_bucket
     store = ctx.store
-    ctx.check_tenant(tenant_id)  # an unknown tenant gets no data key, no folder
+    as_stored = ctx.check_tenant(tenant_id)  # an unknown tenant gets no data key, no folder
+    if as_stored.id != tenant_id:  # one tenant, one spelling: prefixes, keys, locks use it
+        raise BadInput(f"tenant {tenant_id!r} is stored as {as_stored.id!r}: use that id",
+                       tenant_id=tenant_id)
     dek = store.data_key(wrapper, tenant_id, create=True)
-    previous = _previous_documents(ctx, dek, tenant_id)
-    snapshot_id = new_snapshot_id()
+    complete = store.list_snapshots(tenant_id)
+    previous = _previous(ctx, dek, tenant_id, complete)
+    snapshot_id = _new_id(complete)
     summary = BackupSummary(tenant_id=tenant_id, snapshot_id=snapshot_id)
     prefix = layout.snapshot_prefix(tenant_id, snapshot_id)
     tables: list[dict[str, Any]] = []
@@ -77,10 +93,10 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str) -> Backu
     names = UniqueNames()
     # A backup must be restorable to what the platform held: the export's exclusions and
     # skipped tables (secrets that never leave for a client) are backed up, encrypted.
-    catalog = discover(ctx.engine, ctx.catalog.config.model_copy(update={"tables": {}}))
-    with Snapshot(ctx.engine, batch_rows=ctx.settings.batch_rows) as snap:
+    catalog = ctx.catalog.for_backup()
+    with ctx.snapshot() as snap:
         key = tenant_key(ctx.catalog, snap, tenant_id)
-        for plan in catalog.tables:
+        for plan in catalog.dependency_order():
             stream = snap.read_table(plan, key, schema=ctx.catalog.config.db_schema)
             name = f"tables/{names.claim(plan.name, 'table')}.parquet"
             rows = 0
@@ -99,7 +115,13 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str) -> Backu
                                                 sealed["ciphertext_sha256"]))
             tables.append({"name": plan.name, "object": name, "rows": rows,
                            "schema": schema_b64(stream.schema),
-                           "primary_key": list(plan.primary_key), **sealed})
+                           "primary_key": list(plan.primary_key),
+                           "not_null": list(plan.not_null),
+                           "foreign_keys": [{"columns": list(fk.columns), "parent": fk.parent,
+                                             "parent_columns": list(fk.parent_columns),
+                                             "origin": fk.origin}
+                                            for fk in plan.foreign_keys],
+                           **sealed})
             summary.rows += rows
             summary.tables[plan.name] = rows
             summary.bytes_uploaded += sealed["ciphertext_bytes"]
@@ -113,34 +135,64 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str) -> Backu
     checkpoint("before-verify")
     for stored in written:  # read back every object this run wrote
         objects.verify(ctx.s3, bucket, stored, tenant_id)
-    manifest = {
+    _commit(ctx, dek, summary, {
         "format": FORMAT, "version": FORMAT_VERSION, "tenant_id": tenant_id,
         "snapshot_id": snapshot_id, "created_at": datetime.now(UTC).isoformat(),
         "source": ctx.engine.dialect.name, "tables": tables, "documents": documents,
         "blobs": blobs,
-    }
-    checkpoint("before-manifest")
-    sealed = store.write_manifest(dek, tenant_id, snapshot_id, manifest)
-    summary.bytes_uploaded += sealed["ciphertext_bytes"]
-    checkpoint("committed")
+    }, fence)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _previous_documents(ctx: S3Context, dek: bytes, tenant_id: str
-                        ) -> dict[str, dict[str, Any]]:
-    """Documents of the newest complete snapshot, by id, with the blobs they point to."""
-    snapshots = ctx.store.list_snapshots(tenant_id)
-    if not snapshots:
-        return {}
-    manifest = ctx.store.read_manifest(dek, tenant_id, snapshots[-1])
-    blobs = manifest.get("blobs", {})
-    return {d["document_id"]: {**d, "blob_info": blobs.get(d.get("blob"))}
-            for d in manifest["documents"] if d.get("blob")}
+def _commit(ctx: RunContext, dek: bytes, summary: BackupSummary, manifest: dict[str, Any],
+            fence: Callable[[], None] | None) -> None:
+    """Write the manifest (the commit marker), then record the commit in the control DB."""
+    checkpoint("before-manifest")
+    if fence is not None:
+        fence()
+    sealed = ctx.store.write_manifest(dek, summary.tenant_id, summary.snapshot_id, manifest)
+    summary.bytes_uploaded += sealed["ciphertext_bytes"]
+    try:
+        with SnapshotRegistry(ctx.settings.resolved_control_url()) as registry:
+            registry.record_commit(summary.tenant_id, summary.snapshot_id)
+    except ControlDbError as err:
+        raise ControlDbError(
+            f"snapshot {summary.snapshot_id} of tenant {summary.tenant_id!r} is committed and "
+            "verified, but could not be recorded in the control database (its deletion would "
+            f"go unnoticed until the next backup): {err}", tenant_id=summary.tenant_id) from err
+    checkpoint("committed")
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What the newest complete snapshot's (authenticated) manifest says: its documents by id,
+    with the blob each points to, and every blob it lists."""
+
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _new_id(complete: list[str]) -> str:
+    """A snapshot id that sorts after every existing one ("newest" is the id order), even for
+    two backups started within the same second."""
+    snapshot_id = new_snapshot_id()
+    if complete and snapshot_id <= complete[-1]:
+        snapshot_id = new_snapshot_id(snapshot_time(complete[-1]) + timedelta(seconds=1))
+    return snapshot_id
+
+
+def _previous(ctx: S3Context, dek: bytes, tenant_id: str, complete: list[str]) -> Previous:
+    if not complete:
+        return Previous()
+    manifest = ctx.store.read_manifest(dek, tenant_id, complete[-1])
+    blobs: dict[str, dict[str, Any]] = manifest.get("blobs", {})
+    return Previous({d["document_id"]: {**d, "blob_info": blobs.get(d.get("blob"))}
+                     for d in manifest["documents"] if d.get("blob")}, blobs)
 
 
 def _backup_document(ctx: RunContext, dek: bytes, tenant_id: str, ref: Any,
-                     previous: dict[str, dict[str, Any]], blobs: dict[str, dict[str, Any]],
+                     previous: Previous, blobs: dict[str, dict[str, Any]],
                      written: list[objects.StoredObject], summary: BackupSummary
                      ) -> dict[str, Any]:
     summary.documents += 1
@@ -152,7 +204,7 @@ def _backup_document(ctx: RunContext, dek: bytes, tenant_id: str, ref: Any,
         summary.documents_missing += 1
         return {**entry, "status": "missing", "blob": None}
     entry.update(etag=info["etag"], size=info["size"], status="ok")
-    before = previous.get(ref.document_id)
+    before = previous.documents.get(ref.document_id)
     if before and before.get("blob_info") and (before.get("storage_key"), before.get("etag"),
                                                before.get("size")) == (
             ref.storage_key, info["etag"], info["size"]):
@@ -170,8 +222,13 @@ def _backup_document(ctx: RunContext, dek: bytes, tenant_id: str, ref: Any,
 
     sealed = ctx.store.seal(dek, tenant_id, staging, BLOB_OBJECT, write)
     sha = sealed["plaintext_sha256"]
-    target = layout.blob_key(tenant_id, sha)
-    if layout.head(ctx.s3, bucket, target, tenant_id) is None:
+    summary.bytes_uploaded += sealed["ciphertext_bytes"]
+    if sha in blobs:  # written (and to be verified) or reused earlier in this run
+        pass
+    elif sha in previous.blobs:  # the previous manifest vouches for the stored blob
+        blobs[sha] = previous.blobs[sha]
+    else:  # whatever sits at the blob's name is unknown: overwrite it, read it back later
+        target = layout.blob_key(tenant_id, sha)
         layout.copy(ctx.s3, bucket, staging, target, tenant_id, sealed["ciphertext_bytes"])
         summary.blobs_uploaded += 1
         written.append(objects.StoredObject(target, sealed["ciphertext_bytes"],
@@ -179,21 +236,5 @@ def _backup_document(ctx: RunContext, dek: bytes, tenant_id: str, ref: Any,
         blobs[sha] = {"ciphertext_bytes": sealed["ciphertext_bytes"],
                       "ciphertext_sha256": sealed["ciphertext_sha256"],
                       "plaintext_bytes": sealed["plaintext_bytes"]}
-    else:
-        existing = _blob_info(ctx, tenant_id, sha, previous)
-        blobs[sha] = existing
-    summary.bytes_uploaded += sealed["ciphertext_bytes"]
     layout.delete(ctx.s3, bucket, staging, tenant_id)
     return {**entry, "blob": sha}
-
-
-def _blob_info(ctx: S3Context, tenant_id: str, sha: str,
-               previous: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Sizes of a blob stored by an earlier snapshot (from a manifest, else from S3)."""
-    for doc in previous.values():
-        if doc.get("blob") == sha and doc.get("blob_info"):
-            info: dict[str, Any] = doc["blob_info"]
-            return info
-    head = layout.head(ctx.s3, ctx.settings.backup_bucket, layout.blob_key(tenant_id, sha),
-                       tenant_id)
-    return {"ciphertext_bytes": head["size"] if head else None, "ciphertext_sha256": None}

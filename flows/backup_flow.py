@@ -40,12 +40,21 @@ def master_key(settings: Settings) -> KeyWrapper:
 def backup_one(tenant_id: str, settings: Settings) -> dict[str, Any]:
     """Back up one tenant under its lock (shared with exports)."""
     validate_tenant_id(tenant_id)
-    with tenant_lock(tenant_id, settings.lock_wait_seconds):
+    with tenant_lock(tenant_id, settings.lock_wait_seconds,
+                     control_url=settings.resolved_control_url()) as held:
         ctx = RunContext.open(settings)
         try:
-            return asdict(backup.backup_tenant(ctx, master_key(settings), tenant_id))
+            return asdict(backup.backup_tenant(ctx, master_key(settings), tenant_id,
+                                               fence=held.check))
         finally:
             ctx.close()
+
+
+def error_line(error: object) -> str:
+    """What the summary says about a failure: the error's first line, never a traceback."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else ""
+    return first or type(error).__name__
 
 
 @flow(name="nightly_backup", flow_run_name="backup-{tenants}",
@@ -60,8 +69,7 @@ def nightly_backup(tenants: list[str] | None = None) -> list[dict[str, Any]]:
     try:
         require_bucket(ctx.s3, settings.backup_bucket, "backup")
         if tenants:  # named tenants must exist: a typo is bad input, not a failed night
-            for tenant_id in tenants:
-                ctx.check_tenant(tenant_id)
+            tenants = [ctx.check_tenant(t).id for t in tenants]  # the ids as stored
         else:
             with Snapshot(ctx.engine) as snap:
                 tenants = all_tenants(ctx.catalog, snap)
@@ -78,15 +86,15 @@ def nightly_backup(tenants: list[str] | None = None) -> list[dict[str, Any]]:
                 "snapshot_id", "rows", "documents", "bytes_uploaded")},
                 "seconds": round(outcome["seconds"], 1)})
         else:
-            error = state.result(raise_on_failure=False)
+            error = error_line(state.result(raise_on_failure=False))
             logger.error("backup of %s failed: %s", tenant_id, error)
-            results.append({"tenant": tenant_id, "status": "failed", "error": str(error)})
+            results.append({"tenant": tenant_id, "status": "failed", "error": error})
     create_table_artifact(key="nightly-backup", table=results,
                           description="Nightly backup: one row per tenant.")
-    failed = [r["tenant"] for r in results if r["status"] != "ok"]
+    failed = [f"{r['tenant']} ({r['error']})" for r in results if r["status"] != "ok"]
     if failed:
         raise ExportError(f"backup failed for {len(failed)} of {len(results)} tenants: "
-                          f"{', '.join(failed)}")
+                          f"{'; '.join(failed)}")
     return results
 
 
@@ -102,8 +110,15 @@ def verify_backup(tenant_id: str, snapshot_id: str | None = None) -> dict[str, A
     """Decrypt and check every object of a snapshot."""
     validate_tenant_id(tenant_id)
     settings = current_settings()
-    return restore.verify_snapshot(S3Context.open(settings), master_key(settings), tenant_id,
-                                   snapshot_id)
+    return _warned(restore.verify_snapshot(S3Context.open(settings), master_key(settings),
+                                           tenant_id, snapshot_id))
+
+
+def _warned(result: dict[str, Any]) -> dict[str, Any]:
+    """Log the result's warnings (a rollback, snapshots missing from the bucket)."""
+    for warning in result.get("warnings", []):
+        get_run_logger().warning(warning)
+    return result
 
 
 @flow(name="restore_backup", flow_run_name="restore-{tenant_id}")
@@ -118,8 +133,8 @@ def restore_backup(tenant_id: str, target: str | None = None, snapshot_id: str |
     validate_tenant_id(tenant_id)
     settings = current_settings()
     url = resolve_target(target, settings)
-    return restore.restore_snapshot(S3Context.open(settings), master_key(settings), tenant_id,
-                                    url, snapshot_id, documents_bucket)
+    return _warned(restore.restore_snapshot(S3Context.open(settings), master_key(settings),
+                                            tenant_id, url, snapshot_id, documents_bucket))
 
 
 @flow(name="prune_backups", flow_run_name="prune")
@@ -133,13 +148,14 @@ def prune_backups(dry_run: bool = False) -> list[dict[str, Any]]:
     failed: list[str] = []
     for tenant_id in prune.backed_up_tenants(ctx):  # one tenant failing never stops the rest
         try:
-            with tenant_lock(tenant_id, settings.lock_wait_seconds):
+            with tenant_lock(tenant_id, settings.lock_wait_seconds,
+                             control_url=settings.resolved_control_url()) as held:
                 reports.append(prune.prune_tenant(ctx, wrapper, tenant_id, policy,
-                                                  dry_run=dry_run))
+                                                  dry_run=dry_run, held=held))
         except ExportError as err:
             get_run_logger().error("prune of %s failed: %s", tenant_id, err)
-            reports.append({"tenant_id": tenant_id, "error": str(err)})
-            failed.append(tenant_id)
+            reports.append({"tenant_id": tenant_id, "error": error_line(err)})
+            failed.append(f"{tenant_id} ({error_line(err)})")
     if failed:
-        raise ExportError(f"prune failed for {len(failed)} tenants: {', '.join(failed)}")
+        raise ExportError(f"prune failed for {len(failed)} tenants: {'; '.join(failed)}")
     return reports

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from kernel.settings import Settings
 from sources.catalog import Catalog, CatalogConfig, discover
 from sources.database import Snapshot, open_engine
-from sources.tenants import tenant_key
+from sources.tenants import TenantRef, tenant_key
 from storage.s3 import make_client
 from storage.snapshots import SnapshotStore
 
@@ -74,15 +74,23 @@ class RunContext(S3Context):
         engine = open_engine(settings.resolved_source_url())
         try:
             catalog = discover(engine, config)
+            catalog.require_runnable()  # every table classified, documents confined
         except BaseException:
             engine.dispose()
             raise
         return cls(settings=settings, s3=make_client(settings), engine=engine, catalog=catalog)
 
-    def check_tenant(self, tenant_id: str) -> object:
-        """The tenant's stored id, or ``UnknownTenant`` (exit 2) before anything is written."""
+    def check_tenant(self, tenant_id: str) -> TenantRef:
+        """The tenant as stored (``.id`` is the id every prefix, lock and artifact must use:
+        ``ACME`` under a case-insensitive collation is ``acme``), or ``UnknownTenant`` (exit 2)
+        before anything is written."""
         with Snapshot(self.engine) as snap:
             return tenant_key(self.catalog, snap, tenant_id)
+
+    def snapshot(self) -> Snapshot:
+        """A read snapshot with the batch bounds of the settings."""
+        return Snapshot(self.engine, batch_rows=self.settings.batch_rows,
+                        batch_bytes=self.settings.batch_bytes)
 
     def close(self) -> None:
         """Release pooled database connections."""

@@ -1,4 +1,10 @@
-"""``offboarding_export``: the self-service export as a Prefect flow (thin: a recipe of tasks)."""
+"""``offboarding_export``: the self-service export as a Prefect flow (thin: a recipe of tasks).
+
+Under the tenant lock no other export of the tenant runs, so any export folder of the tenant
+without ``datapackage.json`` (and any multipart upload still open under one) is debris of a
+run that was killed: the next export of the tenant deletes it first and says so in its log.
+The lock is checked once more (the fence) just before ``datapackage.json`` is written.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from flows.retry import step
 from kernel.errors import BadInput
 from kernel.ids import artifact_key, new_export_id, validate_tenant_id
 from kernel.timeparse import DEFAULT_LINK_TTL_SECONDS, MAX_LINK_TTL_SECONDS, check_link_ttl
+from storage import objects
 
 
 class ExportRequest(BaseModel):
@@ -64,6 +71,18 @@ def publish_manifest(ctx: RunContext, tenant_id: str, export_id: str, created_at
 
 
 @step()
+def discard_orphans(ctx: RunContext, tenant_id: str) -> list[str]:
+    """Delete unpublished export folders of the tenant (call only under the tenant lock)."""
+    bucket = ctx.settings.export_bucket
+    parent = packaging.package_prefix(tenant_id, "").removesuffix("/")  # exports/<tenant>/
+    orphans = objects.unmarked_folders(ctx.s3, bucket, parent, packaging.MANIFEST, tenant_id)
+    for folder in orphans:
+        objects.abort_uploads(ctx.s3, bucket, folder, tenant_id)
+        objects.delete_prefix(ctx.s3, bucket, folder, tenant_id)
+    return [f.rstrip("/").rsplit("/", 1)[-1] for f in orphans]
+
+
+@step()
 def discard_package(ctx: RunContext, tenant_id: str, export_id: str) -> int:
     """Delete a package that failed before it was published."""
     return packaging.discard_package(ctx, tenant_id, export_id)
@@ -106,14 +125,20 @@ def offboarding_export(request: ExportRequest) -> dict[str, Any]:
     tenant = request.tenant_id
     ctx = RunContext.open(settings)
     try:
-        packaging.check_request(ctx, tenant)
-        with tenant_lock(tenant, settings.lock_wait_seconds):
+        tenant = packaging.check_request(ctx, tenant)  # the id as stored: one spelling, one lock
+        with tenant_lock(tenant, settings.lock_wait_seconds,
+                         control_url=settings.resolved_control_url()) as held:
+            orphans = discard_orphans(ctx, tenant)
+            if orphans:
+                logger.warning("deleted %d unpublished export folder(s) of tenant %s left by "
+                               "interrupted runs: %s", len(orphans), tenant, ", ".join(orphans))
             created = datetime.now(UTC).replace(microsecond=0)
             export_id = new_export_id(created)
             logger.info("exporting tenant %s as %s", tenant, export_id)
             try:
                 records = write_package(ctx, tenant, export_id, request.excel)
                 verify_package(ctx, tenant, export_id, records)
+                held.check()  # the fence: a run that lost its lock never publishes
                 manifest = publish_manifest(ctx, tenant, export_id, created, records)
             except BaseException as failure:
                 try:
@@ -128,6 +153,14 @@ def offboarding_export(request: ExportRequest) -> dict[str, Any]:
         ctx.close()
     for line in packaging.iter_redacted(result):
         logger.info(line)
+    if result.documents_missing:
+        logger.warning("%d document(s) of tenant %s listed as missing: %s",
+                       len(result.documents_missing), tenant,
+                       ", ".join(f"{d.document_id} ({d.reason})" for d in result.documents_missing))
+    if result.documents_shared_keys:
+        logger.warning("%d document(s) of tenant %s use keys that other tenants' rows also use: "
+                       "%s", len(result.documents_shared_keys), tenant,
+                       ", ".join(d.document_id for d in result.documents_shared_keys))
     publish_artifacts(result, with_links=request.links_in_artifact)
     return result.model_dump(mode="json")
 

@@ -19,19 +19,40 @@ from typing import IO, Any, cast
 from pydantic import BaseModel
 
 from exporters.csv_writer import CsvTableWriter
-from exporters.datapackage import FileRecord, build_descriptor, encode_descriptor, table_schema
+from exporters.datapackage import (
+    UNOWNED,
+    FileRecord,
+    build_descriptor,
+    encode_descriptor,
+    index_schema,
+    table_schema,
+)
 from exporters.documents import DocumentInput, IndexWriter, write_document_parts
 from exporters.names import UniqueNames
 from flows.context import RunContext
-from kernel.errors import BadInput, StorageError
+from kernel.errors import BadInput, StorageError, VerificationFailed
 from kernel.ids import validate_export_id, validate_tenant_id
 from sources.database import Snapshot
-from sources.documents import confined, iter_documents, open_blob
+from sources.documents import (
+    DocumentRef,
+    confined,
+    iter_documents,
+    missing_reason,
+    open_blob,
+    shared_keys,
+)
+from sources.inventory import classification
+from sources.tables import TablePlan, TenantRef
 from sources.tenants import tenant_key
 from storage import links, objects
+from storage.backup_store import head
 from storage.s3 import require_bucket
 
 MANIFEST = "datapackage.json"
+ETAG_FIELD = "x-etag"  # the object's S3 ETag when the package was published
+MISSING_FIELD = "x-missing-documents"  # on index.csv: [{"document_id", "reason"}]
+SHARED_FIELD = "x-shared-keys"  # on index.csv: [{"document_id", "storage_key"}]
+KEPT_FIELDS = (ETAG_FIELD, MISSING_FIELD, SHARED_FIELD)
 
 
 class FileLink(BaseModel):
@@ -44,14 +65,33 @@ class FileLink(BaseModel):
     rows: int | None = None
 
 
+class MissingDocument(BaseModel):
+    """A document the package lists as ``missing``, and why: ``key is NULL``, ``key is empty``
+    or ``object not found``."""
+
+    document_id: str
+    reason: str
+
+
+class SharedKey(BaseModel):
+    """A document whose blob key a row that is not the tenant's also uses (reported when the
+    catalog says keys are not tenant-scoped)."""
+
+    document_id: str
+    storage_key: str
+
+
 class ExportResult(BaseModel):
-    """What ``export --json`` and ``links --json`` print."""
+    """What ``export --json`` and ``links --json`` print (DESIGN §3.1, plus the documents
+    the package lists as missing and the keys shared with other tenants' rows)."""
 
     tenant_id: str
     export_id: str
     created_at: str
     expires_at: str
     files: list[FileLink]
+    documents_missing: list[MissingDocument] = []
+    documents_shared_keys: list[SharedKey] = []
 
 
 def package_prefix(tenant_id: str, export_id: str) -> str:
@@ -59,12 +99,17 @@ def package_prefix(tenant_id: str, export_id: str) -> str:
     return f"exports/{tenant_id}/{export_id}/"
 
 
-def check_request(ctx: RunContext, tenant_id: str) -> None:
-    """Refuse before anything is written: unknown tenant (exit 2), missing buckets (exit 1)."""
-    ctx.check_tenant(tenant_id)
-    require_bucket(ctx.s3, ctx.settings.export_bucket, "export", tenant_id)
+def check_request(ctx: RunContext, tenant_id: str) -> str:
+    """Refuse before anything is written: unknown tenant (exit 2), missing buckets (exit 1).
+
+    Returns the tenant's id as stored (``acme`` for ``ACME`` under a case-insensitive
+    collation): the one id the run's prefix, lock and artifacts must use.
+    """
+    canonical = ctx.check_tenant(tenant_id).id
+    require_bucket(ctx.s3, ctx.settings.export_bucket, "export", canonical)
     if ctx.catalog.table(ctx.catalog.config.documents.table) is not None:
-        require_bucket(ctx.s3, ctx.settings.documents_bucket, "documents", tenant_id)
+        require_bucket(ctx.s3, ctx.settings.documents_bucket, "documents", canonical)
+    return canonical
 
 
 def write_package(
@@ -83,8 +128,11 @@ def write_package(
     # A retry of this step reuses the export id: start from an empty prefix, so nothing of a
     # failed attempt (an extra ZIP part, say) can end up in the package.
     objects.delete_prefix(ctx.s3, bucket, prefix, tenant_id)
-    with Snapshot(ctx.engine, batch_rows=ctx.settings.batch_rows) as snap:
+    with ctx.snapshot() as snap:
         key = tenant_key(ctx.catalog, snap, tenant_id)
+        if key.id != tenant_id:  # prefixes, locks and artifacts use the id as stored
+            raise BadInput(f"tenant {tenant_id!r} is stored as {key.id!r}: export it under "
+                           "that id", tenant_id=key.id)
         for plan in ctx.catalog.tables:
             stream = snap.read_table(plan, key, schema=ctx.catalog.config.db_schema)
             path = f"data/{table_names.claim(plan.name, 'table')}.csv"
@@ -96,25 +144,40 @@ def write_package(
             records.append(FileRecord(
                 path=path, bytes=out.bytes, sha256=out.sha256, rows=writer.rows, kind="table",
                 table=plan.name, schema=table_schema(stream.schema, plan.primary_key),
+                extra=_scope_extra(snap, plan), foreign_keys=[
+                    {"fields": list(fk.columns), "table": fk.parent,
+                     "parent_fields": list(fk.parent_columns)} for fk in plan.foreign_keys],
             ))
-        records.extend(_write_documents(ctx, snap, tenant_id, key, sink))
+        records.extend(_write_documents(ctx, snap, key, sink))
     return records
 
 
-def _write_documents(
-    ctx: RunContext, snap: Snapshot, tenant_id: str, key: object, sink: Any,
-) -> list[FileRecord]:
-    docs_bucket = ctx.settings.documents_bucket
-    refs = confined(iter_documents(snap, ctx.catalog, key), ctx.catalog.config.documents,
-                     tenant_id)
-    inputs = (
-        DocumentInput(
-            document_id=ref.document_id,
-            filename=ref.filename,
-            open=partial(open_blob, ctx.s3, docs_bucket, ref.storage_key),
-        )
-        for ref in refs
-    )
+def _scope_extra(snap: Snapshot, plan: TablePlan) -> dict[str, Any]:
+    """How the table's rows were chosen, and how many rows of it went to nobody."""
+    scope = plan.effective_scope
+    extra: dict[str, Any] = {"x-scope": scope.describe()}
+    if scope.kind in ("column", "references"):
+        cross, orphans = snap.unowned(plan)
+        extra.update({UNOWNED["cross_tenant_rows"]: cross, UNOWNED["orphan_rows"]: orphans})
+    return extra
+
+
+def _write_documents(ctx: RunContext, snap: Snapshot, key: TenantRef, sink: Any
+                     ) -> list[FileRecord]:
+    docs_bucket, rule = ctx.settings.documents_bucket, ctx.catalog.config.documents
+    refs = confined(iter_documents(snap, ctx.catalog, key), rule, key.id)
+    missing: list[dict[str, str]] = []
+
+    def opener(ref: DocumentRef) -> Iterator[bytes] | None:
+        reason = missing_reason(ref)
+        chunks = None if reason else open_blob(ctx.s3, docs_bucket, ref.storage_key)
+        if chunks is None:
+            missing.append({"document_id": ref.document_id,
+                            "reason": reason or "object not found"})
+        return chunks
+
+    inputs = (DocumentInput(document_id=ref.document_id, filename=ref.filename,
+                            open=partial(opener, ref)) for ref in refs)
     parts: list[FileRecord] = []
 
     def open_part(name: str) -> AbstractContextManager[IO[bytes]]:
@@ -127,11 +190,15 @@ def _write_documents(
             modified_at=datetime.now(UTC).replace(microsecond=0),
         )
         index.close()
+    shared = [] if rule.keys_tenant_scoped is not False else [
+        {"document_id": r.document_id, "storage_key": r.storage_key}
+        for r in shared_keys(snap, ctx.catalog, key)]
     index_record = FileRecord(
         path="documents/index.csv", bytes=index_out.bytes, sha256=index_out.sha256,
-        rows=index.rows, kind="index",
+        rows=index.rows, kind="index", schema=index_schema(index.schema),
         extra={"x-documents-ok": summary.documents_ok,
-               "x-documents-missing": summary.documents_missing},
+               "x-documents-missing": summary.documents_missing,
+               MISSING_FIELD: missing, **({SHARED_FIELD: shared} if shared else {})},
     )
     return [index_record, *parts]
 
@@ -169,9 +236,20 @@ def verify_package(ctx: RunContext, tenant_id: str, export_id: str,
 
 def publish_manifest(ctx: RunContext, tenant_id: str, export_id: str, created_at: datetime,
                      records: list[FileRecord]) -> FileRecord:
-    """Write ``datapackage.json`` (the commit marker) and verify it."""
-    data = encode_descriptor(build_descriptor(tenant_id, export_id, created_at, records))
-    key = package_prefix(tenant_id, export_id) + MANIFEST
+    """Write ``datapackage.json`` (the commit marker) and verify it.
+
+    It carries the inventory of every table of the platform and each object's ETag, so
+    ``links`` can tell a package whose objects were deleted or replaced since.
+    """
+    prefix = package_prefix(tenant_id, export_id)
+    for record in records:
+        found = head(ctx.s3, ctx.settings.export_bucket, prefix + record.path, tenant_id)
+        if found is not None and found["etag"]:
+            record.extra[ETAG_FIELD] = found["etag"]
+    inventory = {k: v for k, v in classification(ctx.catalog).items() if k != "unclassified"}
+    data = encode_descriptor(build_descriptor(tenant_id, export_id, created_at, records,
+                                              inventory))
+    key = prefix + MANIFEST
     stored = objects.put_bytes(ctx.s3, ctx.settings.export_bucket, key, data,
                                content_type="application/json", tenant_id=tenant_id)
     objects.verify(ctx.s3, ctx.settings.export_bucket, stored, tenant_id)
@@ -197,8 +275,12 @@ def mint_links(ctx: RunContext, tenant_id: str, export_id: str, created_at: str,
                  bytes=r.bytes, sha256=r.sha256, rows=r.rows)
         for r in [manifest, *records]
     ]
+    index = next((r for r in records if r.path == "documents/index.csv"), None)
+    extra = index.extra if index is not None else {}
     return ExportResult(tenant_id=tenant_id, export_id=export_id, created_at=created_at,
-                        expires_at=expires.isoformat(timespec="seconds"), files=files)
+                        expires_at=expires.isoformat(timespec="seconds"), files=files,
+                        documents_missing=extra.get(MISSING_FIELD, []),
+                        documents_shared_keys=extra.get(SHARED_FIELD, []))
 
 
 def load_package(ctx: RunContext, tenant_id: str, export_id: str | None
@@ -229,10 +311,33 @@ def load_package(ctx: RunContext, tenant_id: str, export_id: str | None
                           kind="manifest")
     records = [
         FileRecord(path=r["path"], bytes=r["bytes"], sha256=r["hash"].removeprefix("sha256:"),
-                   rows=r.get("rows"))
+                   rows=r.get("rows"), extra={k: v for k, v in r.items() if k in KEPT_FIELDS})
         for r in descriptor["resources"]
     ]
+    check_objects(ctx, tenant_id, export_id, records)
     return export_id, descriptor["created"], manifest, records
+
+
+def check_objects(ctx: RunContext, tenant_id: str, export_id: str,
+                  records: list[FileRecord]) -> None:
+    """Refuse a retained package whose objects no longer match its manifest (deleted, or
+    replaced: another size, another ETag) before anyone is handed a link to them."""
+    prefix = package_prefix(tenant_id, export_id)
+    for record in records:
+        found = head(ctx.s3, ctx.settings.export_bucket, prefix + record.path, tenant_id)
+        expected = record.extra.get(ETAG_FIELD)
+        if found is None:
+            problem = "is gone"
+        elif found["size"] != record.bytes:
+            problem = f"is {found['size']} bytes, the manifest says {record.bytes}"
+        elif expected and found["etag"] != expected:
+            problem = f"was replaced (ETag {found['etag']}, the manifest says {expected})"
+        else:
+            continue
+        raise VerificationFailed(
+            f"export {export_id} of tenant {tenant_id!r} no longer matches its manifest: "
+            f"{record.path} {problem}; no links were signed, run a new export",
+            tenant_id=tenant_id)
 
 
 def parse_target(ctx: RunContext, target_uri: str, tenant_id: str) -> tuple[str, str]:

@@ -50,7 +50,8 @@ class Settings(BaseSettings):
     backup_bucket: str = Field(default="tenant-backups")
     control_url: SecretStr | None = Field(
         default=None,
-        description="SQLAlchemy URL of the control database (ledger, audit); default: "
+        description="SQLAlchemy URL of the control database (migration ledger, audit trail, "
+        "snapshot registry, lock holders, offboarding cases, portal tokens); default: "
         "control.sqlite in the state directory.",
     )
     master_key: SecretStr | None = Field(

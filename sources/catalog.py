@@ -1,194 +1,168 @@
-"""Which tables and columns make up a tenant: discovery rules plus the catalog TOML overrides.
+"""Which tables and columns make up a tenant: discovery classifies every table of the platform
+(:mod:`sources.classify`) under the catalog TOML's rules, and plans what a run reads.
 
-Overrides that name a table or column that does not exist are refused rather than ignored: a typo
-in ``exclude_columns`` would otherwise let a secret column leave the platform.
+Discovery itself only refuses a catalog that names what the database lacks. Whether a run may
+start (every table classified, documents confined to their tenant) is
+:meth:`Catalog.require_runnable`, so ``catalog show`` can explain a catalog that is not ready.
 """
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field, replace
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Engine, inspect
-from sqlalchemy.types import TypeEngine
+from sqlalchemy import Engine
 
-from kernel.errors import BadInput, SourceUnavailable
+from kernel.errors import BadInput
+from sources.catalog_config import CatalogConfig, DocumentsRule, TableRule
+from sources.classify import classify, toml_key
+from sources.reflect import Signature, reflect
+from sources.tables import Column, ForeignKey, Scope, TableEntry, TableInfo, TablePlan
 
-
-class TableRule(BaseModel):
-    """Per-table override."""
-
-    model_config = ConfigDict(extra="forbid")
-    skip: bool = False
-    exclude_columns: list[str] = Field(default_factory=list)
-
-
-class DocumentsRule(BaseModel):
-    """Where uploaded documents are described."""
-
-    model_config = ConfigDict(extra="forbid")
-    table: str = "documents"
-    id_column: str = "id"
-    key_column: str = "storage_key"
-    name_column: str = "filename"
-    key_prefix: str | None = Field(
-        default=None,
-        description="Where a tenant's blobs must live, e.g. 'tenants/{tenant_id}/': a key "
-        "outside it fails the export instead of shipping another tenant's file.",
-    )
-
-
-class CatalogConfig(BaseModel):
-    """The catalog TOML of DESIGN §3.3 (every key optional)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    tenant_column: str = "tenant_id"
-    tenants_table: str = "tenants"
-    tenants_id_column: str = "id"
-    db_schema: str | None = Field(default=None, alias="schema")
-    tables: dict[str, TableRule] = Field(default_factory=dict)
-    documents: DocumentsRule = Field(default_factory=DocumentsRule)
-
-    @classmethod
-    def load(cls, path: Path | None) -> CatalogConfig:
-        """Read a catalog TOML, or the discovery defaults when no path is given."""
-        if path is None:
-            return cls()
-        try:
-            with path.open("rb") as handle:
-                data = tomllib.load(handle)
-        except OSError as err:
-            raise BadInput(f"cannot read catalog {path}: {err.strerror or err}") from err
-        except tomllib.TOMLDecodeError as err:
-            raise BadInput(f"catalog {path} is not valid TOML: {err}") from err
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise BadInput(f"catalog {path}: {where}: {first['msg']}") from err
-
-
-@dataclass(frozen=True)
-class Column:
-    """A column as declared in the database."""
-
-    name: str
-    declared: TypeEngine[object]
-    declared_text: str
-
-
-@dataclass(frozen=True)
-class TablePlan:
-    """One exported table: its columns (exclusions applied) and the column filtering the tenant."""
-
-    name: str
-    columns: tuple[Column, ...]
-    filter_column: str
-    primary_key: tuple[str, ...]
-    excluded: tuple[str, ...] = ()
+__all__ = ["Catalog", "CatalogConfig", "Column", "DocumentsRule", "ForeignKey", "Scope",
+           "TableEntry", "TableInfo", "TablePlan", "TableRule", "discover"]
 
 
 @dataclass(frozen=True)
 class Catalog:
-    """The resolved catalog: tables in a stable order and the documents description."""
+    """The resolved catalog: the tables a run reads, in name order, and every table's class."""
 
     config: CatalogConfig
     tables: tuple[TablePlan, ...]
     table_names: frozenset[str] = frozenset()
+    entries: tuple[TableEntry, ...] = ()
+    backup_tables: tuple[TablePlan, ...] = ()
+    backend: str = "sqlite"
+    tenant_schemas: dict[str, Signature] = field(default_factory=dict)
+    template: Signature | None = None
 
     def table(self, name: str) -> TablePlan | None:
-        """The plan of a table, or None when it is not exported."""
+        """The plan of a table this run reads, or None."""
         return next((t for t in self.tables if t.name == name), None)
+
+    def entry(self, name: str) -> TableEntry | None:
+        """The classification of a table or view."""
+        return next((e for e in self.entries if e.name == name), None)
+
+    def scoped(self, name: str) -> tuple[TableInfo, Scope] | None:
+        """A tenant-scoped table (exported or not) with its scope: what parents resolve to."""
+        entry = self.entry(name)
+        if entry is None or entry.scope is None:
+            return None
+        return entry.info, entry.scope
 
     @property
     def tenants(self) -> TablePlan | None:
-        """The tenants table, when the database has one."""
+        """The tenants table, when the database has one and it is read."""
         return self.table(self.config.tenants_table)
+
+    @property
+    def tenants_info(self) -> TableInfo | None:
+        """The tenants table as reflected, exported or not."""
+        entry = next((e for e in self.entries if e.scope and e.scope.kind == "root"), None)
+        return entry.info if entry else None
+
+    @property
+    def unclassified(self) -> list[TableEntry]:
+        """Tables no rule classifies: a run refuses while there are any."""
+        return [e for e in self.entries if e.status == "unclassified"]
+
+    def problems(self) -> list[str]:
+        """Why a run would refuse, one line each (empty when it may start)."""
+        lines = [
+            f"table {e.name!r} is not classified ({e.why}); add to the catalog: "
+            + " ".join((e.suggestion or "").replace("\n", " ").split())
+            + f" (or [tables.{toml_key(e.name)}] skip = true with a reason)"
+            for e in self.unclassified
+        ]
+        lines.extend(_documents_problems(self))
+        return lines
+
+    def require_runnable(self) -> None:
+        """Refuse (``BadInput``, exit 2) while a table is unclassified or documents are not
+        confined, naming each table and the catalog line that would fix it."""
+        problems = self.problems()
+        if problems:
+            raise BadInput("; ".join(problems))
+
+    def for_backup(self) -> Catalog:
+        """The catalog a backup reads: every table that reaches a tenant, skipped ones
+        included, with every column (export exclusions do not apply)."""
+        self.require_runnable()
+        return replace(self, tables=self.backup_tables)
+
+    def dependency_order(self, plans: tuple[TablePlan, ...] | None = None
+                         ) -> tuple[TablePlan, ...]:
+        """Plans with every referenced table before the tables referencing it (self and
+        circular references ignored), for loads that check foreign keys."""
+        todo = {p.name: p for p in (plans if plans is not None else self.tables)}
+        ordered: list[TablePlan] = []
+        while todo:
+            ready = [p for p in todo.values() if not any(
+                fk.parent in todo and fk.parent != p.name for fk in p.foreign_keys)]
+            chosen = ready or [min(todo.values(), key=lambda p: p.name)]  # a cycle: break it
+            for plan in sorted(chosen, key=lambda p: p.name):
+                ordered.append(todo.pop(plan.name))
+        return tuple(ordered)
+
+
+def _documents_problems(catalog: Catalog) -> list[str]:
+    """Documents are never dropped silently and never read across tenants by default."""
+    rule = catalog.config.documents
+    entry = catalog.entry(rule.table)
+    if entry is None:
+        if "documents" in catalog.config.model_fields_set:
+            return [f"catalog [documents] names table {rule.table!r}, which does not exist"]
+        return []
+    if entry.status != "exported":
+        return [f"documents table {rule.table!r} is {entry.status}: documents would silently "
+                "be left out of exports"]
+    names = {c.name for c in entry.info.columns}
+    missing = [c for c in (rule.id_column, rule.key_column, rule.name_column) if c not in names]
+    if missing:
+        return [f"documents table {rule.table!r} has no column(s) {', '.join(missing)} named "
+                "in the catalog's [documents]"]
+    if not rule.has_key_rule:
+        fixed = (f"key_prefix {rule.key_prefix!r} names no tenant, so it keeps no tenant's "
+                 "blobs from another's; " if rule.key_prefix else "")
+        return [fixed + "the catalog does not say where a tenant's documents live: add to "
+                "[documents] "
+                'key_prefix = "tenants/{tenant_id}/" (the prefix holding each tenant\'s blobs), '
+                "or keys_tenant_scoped = false to export keys as they are and report those "
+                "other tenants' rows also use"]
+    return []
 
 
 def discover(engine: Engine, config: CatalogConfig) -> Catalog:
-    """Reflect the database and apply the rules: tenant tables plus ``tenants`` filtered by id."""
-    try:
-        inspector = inspect(engine)
-        names = sorted(inspector.get_table_names(schema=config.db_schema))
-    except Exception as err:
-        raise SourceUnavailable(f"cannot read the platform database catalog: {err}") from err
-    unknown = sorted(set(config.tables) - set(names))
-    if unknown:
-        raise BadInput(f"catalog names tables that do not exist: {', '.join(unknown)}")
-    plans: list[TablePlan] = []
-    for name in names:
-        rule = config.tables.get(name, TableRule())
-        columns = [
-            Column(c["name"], c["type"], _type_text(c["type"], engine))
-            for c in inspector.get_columns(name, schema=config.db_schema)
-        ]
-        column_names = {c.name for c in columns}
-        missing = sorted(set(rule.exclude_columns) - column_names)
-        if missing:
-            raise BadInput(f"catalog excludes columns that {name!r} lacks: {', '.join(missing)}")
-        if name == config.tenants_table:
-            filter_column = config.tenants_id_column
-        elif config.tenant_column in column_names:
-            filter_column = config.tenant_column
-        else:
-            continue  # not tenant content: shared tables never leave the platform
-        if rule.skip:
-            continue
-        if filter_column not in column_names:
-            raise BadInput(f"table {name!r} has no column {filter_column!r} to filter tenants")
-        pk = tuple(inspector.get_pk_constraint(name, schema=config.db_schema).get(
-            "constrained_columns"
-        ) or ())
-        kept = tuple(c for c in columns if c.name not in rule.exclude_columns)
-        if not kept:
-            raise BadInput(f"catalog excludes every column of {name!r}: skip the table instead")
-        if set(pk) & set(rule.exclude_columns):
-            pk = ()  # what is left of a key need not be unique: no key at all
-        plans.append(
-            TablePlan(
-                name=name,
-                columns=kept,
-                filter_column=filter_column,
-                primary_key=pk,
-                excluded=tuple(rule.exclude_columns),
-            )
-        )
-    _check_documents(config, plans, names, inspector)
-    return Catalog(config=config, tables=tuple(plans), table_names=frozenset(names))
+    """Reflect the database and classify every table under the catalog's rules.
 
-
-def _check_documents(config: CatalogConfig, plans: list[TablePlan], names: list[str],
-                     inspector: Any) -> None:
-    """Documents are never dropped silently: a documents table must be exported and complete.
-
-    A platform without a documents table is fine (nothing to put in ZIPs) unless the catalog
-    names one explicitly, which then must exist.
+    Raises ``BadInput`` when the catalog names tables, columns or relations the database lacks
+    and ``SourceUnavailable`` when the database cannot be read.
     """
-    rule = config.documents
-    if rule.table not in names:
-        if "documents" in config.model_fields_set:
-            raise BadInput(f"catalog [documents] names table {rule.table!r}, which does not exist")
-        return
-    plan = next((p for p in plans if p.name == rule.table), None)
-    if plan is None:
-        raise BadInput(
-            f"documents table {rule.table!r} is skipped or has no tenant column "
-            f"{config.tenant_column!r}: documents would silently be left out of exports")
-    columns = {c["name"] for c in inspector.get_columns(rule.table, schema=config.db_schema)}
-    missing = [c for c in (rule.id_column, rule.key_column, rule.name_column) if c not in columns]
-    if missing:
-        raise BadInput(f"documents table {rule.table!r} has no column(s) {', '.join(missing)} "
-                       "named in the catalog's [documents]")
+    reflected = reflect(engine, config)
+    entries = classify(reflected, config)
+    exported = tuple(_plan(e, export=True) for e in entries if e.status == "exported")
+    backed_up = tuple(_plan(e, export=False) for e in entries
+                      if e.status in ("exported", "skipped") and e.scope is not None)
+    tables = frozenset(e.name for e in entries if e.info.kind == "table")
+    return Catalog(config=config, tables=exported, table_names=tables, entries=tuple(entries),
+                   backup_tables=backed_up, backend=reflected.backend,
+                   tenant_schemas=reflected.tenant_schemas, template=reflected.template)
 
 
-def _type_text(declared: TypeEngine[object], engine: Engine) -> str:
-    """The declared type as the source database spells it (``TIMESTAMP WITH TIME ZONE``)."""
-    try:
-        return str(declared.compile(dialect=engine.dialect))
-    except Exception:  # noqa: BLE001 - a type the dialect cannot render keeps its class name
-        return type(declared).__name__
+def _plan(entry: TableEntry, *, export: bool) -> TablePlan:
+    info, scope = entry.info, entry.scope
+    if scope is None:
+        raise ValueError(f"{info.name!r} reaches no tenant: it cannot be read per tenant")
+    excluded = entry.excluded if export else ()
+    if export and excluded and len(excluded) >= len(info.columns):
+        raise BadInput(f"catalog excludes every column of {info.name!r}: skip the table instead")
+    kept = tuple(c for c in info.columns if c.name not in excluded)
+    pk = info.primary_key if not set(info.primary_key) & set(excluded) else ()
+    names = {c.name for c in kept}
+    fks = tuple(fk for fk in entry.relations if set(fk.columns) <= names)
+    return TablePlan(
+        name=info.name, columns=kept,
+        filter_column=(scope.column or "") if scope.kind in ("root", "column") else "",
+        primary_key=pk, excluded=excluded, schema=info.schema, table=info.table, scope=scope,
+        not_null=tuple(c.name for c in kept if not c.nullable), foreign_keys=fks)
+

@@ -3,6 +3,8 @@
 PostgreSQL: one REPEATABLE READ, READ ONLY transaction with server-side cursors, so every table
 of a tenant comes from the same instant and memory stays bounded. SQLite: one explicit read
 transaction on the driver connection (pysqlite would otherwise not open one for SELECTs).
+Which rows are a tenant's is :mod:`sources.scoping`; batches are bounded by rows and bytes
+(:mod:`sources.rowbatch`).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from sources.arrow_types import (
     arrow_field,
     companion_field,
     postgres_mapping,
-    render_mixed,
     sqlite_mapping,
-    storage_class,
 )
-from sources.catalog import TablePlan
+from sources.rowbatch import bounded_batches, to_batch
+from sources.scoping import Owned, Sql, unowned_counts
+from sources.tables import Place, TablePlan, TenantRef
+
+DEFAULT_BATCH_BYTES = 64 * 1024**2
 
 # Session settings that change how PostgreSQL renders values as text: pinned, so an export does
 # not depend on what a DBA set for the database or role (extra_float_digits=0 would round floats).
@@ -85,9 +89,11 @@ class TableStream:
 class Snapshot(AbstractContextManager["Snapshot"]):
     """Every read inside one ``with`` block sees the database at a single instant."""
 
-    def __init__(self, engine: Engine, batch_rows: int = 20_000) -> None:
+    def __init__(self, engine: Engine, batch_rows: int = 20_000,
+                 batch_bytes: int = DEFAULT_BATCH_BYTES) -> None:
         self._engine = engine
         self._batch_rows = batch_rows
+        self._batch_bytes = batch_bytes
         self._backend = engine.dialect.name
         self._quote_name = engine.dialect.identifier_preparer.quote
         self._raw: Any = None
@@ -146,16 +152,17 @@ class Snapshot(AbstractContextManager["Snapshot"]):
     # -- queries -----------------------------------------------------------------------------
 
     @property
-    def _param(self) -> str:
-        return "?" if self.is_sqlite else "%s"
+    def sql(self) -> Sql:
+        """Quoting and parameter marker of this database."""
+        return Sql(self._quote, "?" if self.is_sqlite else "%s", self._backend)
 
     def _quote(self, name: str) -> str:
         """A quoted identifier (SQLAlchemy's psycopg dialect already doubles ``%`` in it)."""
         return str(self._quote_name(name))
 
-    def _rows(
-        self, sql: str, params: Sequence[object], what: str
-    ) -> Generator[list[tuple[Any, ...]], None, None]:
+    def batches(self, sql: str, params: Sequence[object], what: str
+                ) -> Generator[list[tuple[Any, ...]], None, None]:
+        """The rows of a statement in batches bounded by rows and bytes, lazily."""
         cursor: Any = None
         try:
             if self.is_sqlite:
@@ -163,8 +170,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             else:
                 cursor = self._conn.cursor(name=f"tenant_export_{next(_cursor_ids)}")
                 cursor.execute(sql, tuple(params))
-            while rows := cursor.fetchmany(self._batch_rows):
-                yield rows
+            yield from bounded_batches(cursor, self._batch_rows, self._batch_bytes)
         except driver_errors() as err:
             raise _translate(err, what) from err
         finally:
@@ -173,67 +179,80 @@ class Snapshot(AbstractContextManager["Snapshot"]):
                 with contextlib.suppress(Exception):
                     cursor.close()
 
+    def rows(self, sql: str, params: Sequence[object], what: str
+             ) -> Generator[tuple[Any, ...], None, None]:
+        """The rows of a statement one by one, lazily (the cursor is released on close)."""
+        batches = self.batches(sql, params, what)
+        try:
+            for batch in batches:
+                yield from batch
+        finally:
+            batches.close()
+
+    def first(self, sql: str, params: Sequence[object], what: str) -> tuple[Any, ...] | None:
+        """The first row of a statement, or None; the cursor is released at once."""
+        rows = self.rows(sql, params, what)
+        try:
+            return next(rows, None)
+        finally:
+            rows.close()
+
     def _table_ref(self, name: str, schema: str | None) -> str:
         ref = self._quote(name)
         return f"{self._quote(schema)}.{ref}" if schema else ref
 
-    def select(
-        self,
-        table: str,
-        columns: Sequence[str],
-        filter_column: str,
-        value: object,
-        order_by: Sequence[str] = (),
-        schema: str | None = None,
-    ) -> Generator[tuple[Any, ...], None, None]:
-        """Rows of ``columns`` where ``filter_column = value``, lazily."""
-        cols = ", ".join(self._quote(c) for c in columns)
-        sql = f"SELECT {cols} FROM {self._table_ref(table, schema)} "
-        sql += f"WHERE {self._quote(filter_column)} = {self._param}"
+    def source(self, plan: TablePlan, tenant: TenantRef | None, schema: str | None = None
+               ) -> str:
+        """The table a plan reads (the tenant's own schema in the schema-per-tenant layout).
+
+        ``schema`` only places a plan that does not know its schema (built by hand).
+        """
+        scope = plan.effective_scope
+        if scope.kind == "schema":
+            if tenant is None or not tenant.schema:
+                raise SourceUnavailable(f"table {plan.name!r} lives in each tenant's schema, "
+                                        "but no tenant schema was resolved")
+            return self._table_ref(plan.table_name, tenant.schema)
+        return self._table_ref(plan.table_name, plan.schema or schema)
+
+    def select_owned(self, plan: TablePlan, columns: Sequence[str], tenant: object,
+                     order_by: Sequence[str] = (), schema: str | None = None
+                     ) -> Generator[tuple[Any, ...], None, None]:
+        """Rows of ``columns`` of the tenant's rows of a table, lazily."""
+        ref = TenantRef.of(tenant)
+        owned = Owned(self.sql, ref)
+        cols = ", ".join(self.sql.column("t", c) for c in columns)
+        sql = (f"SELECT {cols} FROM {self.source(plan, ref, schema)} t "
+               f"WHERE {owned.where(plan.effective_scope, 't')}")
         if order_by:
-            sql += " ORDER BY " + ", ".join(self._quote(c) for c in order_by)
-        batches = self._rows(sql, [value], f"table {table!r}")
-        try:
-            for rows in batches:
-                yield from rows
-        finally:
-            batches.close()
+            sql += " ORDER BY " + ", ".join(self.sql.column("t", c) for c in order_by)
+        return self.rows(sql, owned.params, f"table {plan.name!r}")
 
     def select_all(self, table: str, column: str, schema: str | None = None
                    ) -> Generator[tuple[Any, ...], None, None]:
         """Every value of one column (the tenants table is small)."""
         sql = f"SELECT {self._quote(column)} FROM {self._table_ref(table, schema)} "
         sql += f"ORDER BY {self._quote(column)}"
-        batches = self._rows(sql, [], f"table {table!r}")
-        try:
-            for rows in batches:
-                yield from rows
-        finally:
-            batches.close()
+        return self.rows(sql, [], f"table {table!r}")
 
-    def tenant_key(self, table: str, column: str, tenant_id: str,
-                   schema: str | None = None) -> object | None:
-        """The tenant's id as the database stores it, or None when there is no such tenant.
-
-        The comparison is on the id's text, so ``'07'`` or ``'7.0'`` never alias tenant 7 (which
-        would give one tenant several export prefixes and locks); the typed value returned is
-        what content queries then compare with, so they can use their indexes.
-        """
-        sql = (f"SELECT {self._quote(column)} FROM {self._table_ref(table, schema)} "
-               f"WHERE CAST({self._quote(column)} AS TEXT) = {self._param}")
-        batches = self._rows(sql, [tenant_id], f"table {table!r}")
-        try:
-            for rows in batches:
-                key: object = rows[0][0]
-                return key
-            return None
-        finally:
-            batches.close()  # release the cursor now, not when the generator is collected
+    def unowned(self, plan: TablePlan, schema: str | None = None) -> tuple[int, int]:
+        """Rows of the table no tenant gets, platform-wide: (cross-tenant, orphans)."""
+        place = Place(plan.schema or schema, plan.table_name)
+        statement = unowned_counts(self.sql, place, plan.effective_scope)
+        if statement is None:
+            return 0, 0
+        row = self.first(statement, [], f"table {plan.name!r}")
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def read_table(self, plan: TablePlan, tenant_id: object,
                    schema: str | None = None) -> TableStream:
-        """The tenant's rows of one table as Arrow batches, ordered by primary key."""
-        mappings = self._mappings(plan, tenant_id, schema)
+        """The tenant's rows of one table as Arrow batches, ordered by primary key.
+
+        ``tenant_id`` is the tenant's :class:`TenantRef` (or its bare stored key); ``schema``
+        only places a plan built without one.
+        """
+        tenant = TenantRef.of(tenant_id)
+        mappings = self._mappings(plan, tenant, schema)
         taken = {c.name for c in plan.columns}
         fields: list[pa.Field] = []
         for column, mapping in zip(plan.columns, mappings, strict=True):
@@ -243,61 +262,44 @@ class Snapshot(AbstractContextManager["Snapshot"]):
                 taken.add(fields[-1].name)
         arrow_schema = pa.schema(fields)
         exprs = [self._expression(c.name, m) for c, m in zip(plan.columns, mappings, strict=True)]
-        sql = f"SELECT {', '.join(exprs) or 'NULL'} FROM {self._table_ref(plan.name, schema)} "
-        sql += f"WHERE {self._quote(plan.filter_column)} = {self._param}"
+        owned = Owned(self.sql, tenant)
+        sql = (f"SELECT {', '.join(exprs) or 'NULL'} FROM {self.source(plan, tenant, schema)} t "
+               f"WHERE {owned.where(plan.effective_scope, 't')}")
         if plan.primary_key:
-            sql += " ORDER BY " + ", ".join(self._quote(c) for c in plan.primary_key)
+            sql += " ORDER BY " + ", ".join(self.sql.column("t", c) for c in plan.primary_key)
         batches = (
-            _to_batch(rows, arrow_schema, mappings)
-            for rows in self._rows(sql, [tenant_id], f"table {plan.name!r}")
+            to_batch(rows, arrow_schema, mappings)
+            for rows in self.batches(sql, owned.params, f"table {plan.name!r}")
         )
         return TableStream(plan=plan, schema=arrow_schema, batches=batches)
 
     def _expression(self, name: str, mapping: ColumnMapping) -> str:
-        column = self._quote(name)
+        column = self.sql.column("t", name)
         if mapping.as_json_text:
             return f"(to_json({column}) #>> '{{}}')"
         return f"CAST({column} AS TEXT)" if mapping.cast_to_text else column
 
-    def _mappings(
-        self, plan: TablePlan, tenant_id: object, schema: str | None
-    ) -> list[ColumnMapping]:
+    def _mappings(self, plan: TablePlan, tenant: TenantRef, schema: str | None
+                  ) -> list[ColumnMapping]:
         if not self.is_sqlite:
             return [postgres_mapping(c.declared) for c in plan.columns]
         if not plan.columns:
             return []
         probes = ", ".join(
-            f"group_concat(DISTINCT typeof({self._quote(c.name)}))" for c in plan.columns
+            f"group_concat(DISTINCT typeof({self.sql.column('t', c.name)}))"
+            for c in plan.columns
         )
-        sql = f"SELECT {probes} FROM {self._table_ref(plan.name, schema)} "
-        sql += f"WHERE {self._quote(plan.filter_column)} = ?"
+        owned = Owned(self.sql, tenant)
+        sql = (f"SELECT {probes} FROM {self.source(plan, tenant, schema)} t "
+               f"WHERE {owned.where(plan.effective_scope, 't')}")
         try:
-            row = self._conn.execute(sql, (tenant_id,)).fetchone()
+            row = self._conn.execute(sql, tuple(owned.params)).fetchone()
         except sqlite3.Error as err:
             raise _translate(err, f"table {plan.name!r}") from err
         return [
             sqlite_mapping(c.declared_text, set((classes or "").split(",")) - {""})
             for c, classes in zip(plan.columns, row, strict=True)
         ]
-
-
-def _to_batch(
-    rows: list[tuple[Any, ...]], schema: pa.Schema, mappings: list[ColumnMapping]
-) -> pa.RecordBatch:
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in mappings]
-    arrays: list[pa.Array] = []
-    for values, mapping in zip(columns, mappings, strict=True):
-        name = schema.field(len(arrays)).name
-        try:
-            if mapping.mixed:
-                arrays.append(pa.array([render_mixed(v) for v in values], type=pa.string()))
-                if mapping.companion:
-                    arrays.append(pa.array([storage_class(v) for v in values], type=pa.string()))
-            else:
-                arrays.append(pa.array(values, type=mapping.arrow_type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
-            raise SourceUnavailable(f"column {name!r}: value not representable: {err}") from err
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _translate(err: BaseException, what: str) -> SourceUnavailable:

@@ -12,6 +12,8 @@ from kernel.errors import TerminalError
 from kernel.s3errors import is_missing, raise_storage
 from sources.catalog import Catalog, DocumentsRule
 from sources.database import Snapshot
+from sources.scoping import Owned
+from sources.tables import TenantRef
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -33,16 +35,51 @@ def iter_documents(
     plan = catalog.table(rule.table)
     if plan is None:
         return
-    columns = [rule.id_column, rule.name_column, rule.key_column]
-    for doc_id, name, key in snapshot.select(
-        rule.table, columns, plan.filter_column, tenant_key, order_by=[rule.id_column],
-        schema=catalog.config.db_schema,
-    ):
-        yield DocumentRef(
-            document_id=str(doc_id),
-            filename="" if name is None else str(name),
-            storage_key=None if key is None else str(key),
-        )
+    rows = snapshot.select_owned(plan, [rule.id_column, rule.name_column, rule.key_column],
+                                 tenant_key, order_by=[rule.id_column],
+                                 schema=catalog.config.db_schema)
+    try:
+        for doc_id, name, key in rows:
+            yield DocumentRef(
+                document_id=str(doc_id),
+                filename="" if name is None else str(name),
+                storage_key=None if key is None else str(key),
+            )
+    finally:
+        rows.close()
+
+
+def shared_keys(snapshot: Snapshot, catalog: Catalog, tenant_key: object
+                ) -> list[DocumentRef]:
+    """The tenant's documents whose key a row that is not the tenant's also uses (checked when
+    the catalog says keys are not tenant-scoped: such a blob may be another tenant's file)."""
+    rule = catalog.config.documents
+    plan = catalog.table(rule.table)
+    if plan is None:
+        return []
+    sql, scope = snapshot.sql, plan.effective_scope
+    source = snapshot.source(plan, TenantRef.of(tenant_key), catalog.config.db_schema)
+    mine, theirs = Owned(sql, TenantRef.of(tenant_key)), Owned(sql, TenantRef.of(tenant_key))
+    ident, key, name = (rule.id_column, rule.key_column, rule.name_column)
+    statement = (
+        f"SELECT {sql.column('t', ident)}, {sql.column('t', name)}, {sql.column('t', key)} "
+        f"FROM {source} t WHERE {mine.where(scope, 't')} AND {sql.column('t', key)} IN ("
+        f"SELECT {sql.column('o', key)} FROM {source} o WHERE {sql.column('o', key)} IS NOT NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {source} m WHERE {sql.column('m', ident)} = "
+        f"{sql.column('o', ident)} AND {theirs.where(scope, 'm')})) "
+        f"ORDER BY {sql.column('t', ident)}")
+    return [DocumentRef(str(i), "" if n is None else str(n), None if k is None else str(k))
+            for i, n, k in snapshot.rows(statement, [*mine.params, *theirs.params],
+                                         f"table {plan.name!r}")]
+
+
+def missing_reason(ref: DocumentRef) -> str | None:
+    """Why a document cannot be read before asking the bucket (None: ask the bucket)."""
+    if ref.storage_key is None:
+        return "key is NULL"
+    if not ref.storage_key:
+        return "key is empty"
+    return None
 
 
 def open_blob(client: Any, bucket: str, key: str | None) -> Iterator[bytes] | None:
@@ -73,14 +110,31 @@ def open_blob(client: Any, bucket: str, key: str | None) -> Iterator[bytes] | No
     return chunks()
 
 
+def key_prefix(rule: DocumentsRule, tenant_id: str) -> str | None:
+    """The folder a tenant's blobs must be in: the catalog's prefix with the tenant's stored id,
+    always ending in ``/`` (``tenants/acme`` must not let ``acme`` reach ``tenants/acme-corp/``)."""
+    if rule.key_prefix is None:
+        return None
+    prefix = rule.key_prefix.replace("{tenant_id}", tenant_id)
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
+def inside(key: str, prefix: str) -> bool:
+    """Whether ``key`` lies inside the folder ``prefix``, with no ``.`` or ``..`` segment a
+    store that normalises paths could resolve elsewhere."""
+    if not key.startswith(prefix):
+        return False
+    return all(s not in (".", "..") for s in key[len(prefix):].replace("\\", "/").split("/"))
+
+
 def confined(refs: Iterator[DocumentRef], rule: DocumentsRule, tenant_id: str
              ) -> Generator[DocumentRef, None, None]:
-    """Refuse a document whose key lies outside the tenant's prefix (when one is configured):
+    """Refuse a document whose key lies outside the tenant's folder (when one is configured):
     a platform row pointing at another tenant's blob must not ship that blob."""
-    prefix = rule.key_prefix.replace("{tenant_id}", tenant_id) if rule.key_prefix else None
+    prefix = key_prefix(rule, tenant_id)
     try:
         for ref in refs:
-            if prefix is not None and ref.storage_key and not ref.storage_key.startswith(prefix):
+            if prefix is not None and ref.storage_key and not inside(ref.storage_key, prefix):
                 raise TerminalError(
                     f"document {ref.document_id} has storage key {ref.storage_key!r} outside "
                     f"the tenant's prefix {prefix!r}; refusing to export it", tenant_id=tenant_id)

@@ -73,8 +73,13 @@ def taken_names(engine: Engine) -> set[str]:
 
 
 def load_tables(engine: Engine, source_backend: str, tables: Iterable[TableLoad],
-                tenant_id: str | None = None) -> dict[str, int]:
-    """Create and fill every table in one transaction; row counts checked before commit."""
+                tenant_id: str | None = None, *,
+                before_commit: Callable[[], None] | None = None) -> dict[str, int]:
+    """Create and fill every table in one transaction; row counts checked before commit.
+
+    ``before_commit`` runs once every table is loaded and counted, just before the commit (a
+    restore publishes its documents there); if it raises, nothing is committed.
+    """
     url = engine.url
     same_backend = engine.dialect.name == source_backend
     rows: dict[str, int] = {}
@@ -101,6 +106,8 @@ def load_tables(engine: Engine, source_backend: str, tables: Iterable[TableLoad]
                 raise VerificationFailed(f"table {table.name!r}: restored {rows[table.name]} "
                                          f"rows, the manifest has {table.expected_rows}",
                                          tenant_id=tenant_id)
+        if before_commit is not None:
+            before_commit()
         if sqlite:
             driver.execute("COMMIT")
         else:

@@ -21,7 +21,11 @@ def open_control(url: str, metadata: MetaData) -> Engine:
     parsed = normalize_url(url)
     sqlite = parsed.get_backend_name() == "sqlite"
     if sqlite and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ControlDbError(f"cannot create the folder of the control database "
+                                 f"{describe_url(parsed)}: {err.strerror or err}") from err
     engine = create_engine(parsed, connect_args={"timeout": 30} if sqlite else {
         "connect_timeout": 10})
     if sqlite:

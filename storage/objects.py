@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from smart_open import s3 as smart_s3
 
 from kernel.errors import StorageError, VerificationFailed
-from kernel.s3errors import raise_storage
+from kernel.s3errors import error_code, raise_storage
 
 PART_BYTES = 16 * 1024 * 1024
 # smart_open reports a failed CreateMultipartUpload as ValueError and exhausted part retries as
@@ -109,17 +109,51 @@ def _abort(writer: Any) -> None:
 def abort_uploads(client: Any, bucket: str, prefix: str, tenant_id: str | None = None) -> int:
     """Abort multipart uploads left open under ``prefix`` (a crashed writer leaves them)."""
     aborted = 0
+    for key, upload_id in _uploads(client, bucket, prefix, tenant_id):
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError) as err:
+            raise_storage(err, f"aborting the upload of {key!r} in {bucket!r}", tenant_id)
+        aborted += 1
+    return aborted
+
+
+def count_uploads(client: Any, bucket: str, prefix: str, tenant_id: str | None = None) -> int:
+    """How many multipart uploads are open under ``prefix``."""
+    return len(_uploads(client, bucket, prefix, tenant_id))
+
+
+def _uploads(client: Any, bucket: str, prefix: str, tenant_id: str | None
+             ) -> list[tuple[str, str]]:
+    """Key and upload id of every open multipart upload under ``prefix``.
+
+    An S3 implementation that does not offer the listing (some emulators answer
+    ``NotImplemented``) shows none: its open uploads can only expire by its own rules (the
+    bucket lifecycle rule ``AbortIncompleteMultipartUpload`` on real S3).
+    """
     try:
         pages = client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket,
                                                                          Prefix=prefix)
-        for page in pages:
-            for upload_ in page.get("Uploads", []):
-                client.abort_multipart_upload(Bucket=bucket, Key=upload_["Key"],
-                                              UploadId=upload_["UploadId"])
-                aborted += 1
-    except (ClientError, BotoCoreError) as err:
-        raise_storage(err, f"aborting uploads under {prefix!r} in {bucket!r}", tenant_id)
-    return aborted
+        return [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+    except ClientError as err:
+        if error_code(err) == "NotImplemented":
+            return []
+        raise_storage(err, f"listing uploads under {prefix!r} in {bucket!r}", tenant_id)
+    except BotoCoreError as err:
+        raise_storage(err, f"listing uploads under {prefix!r} in {bucket!r}", tenant_id)
+
+
+def unmarked_folders(client: Any, bucket: str, prefix: str, marker: str,
+                     tenant_id: str | None = None) -> list[str]:
+    """Folders directly under ``prefix`` without their commit ``marker`` object, including
+    folders that hold only open multipart uploads (a writer killed before any object
+    completed)."""
+    folders = set(list_prefixes(client, bucket, prefix, tenant_id))
+    for key, _ in _uploads(client, bucket, prefix, tenant_id):
+        rest = key[len(prefix):]
+        if "/" in rest:
+            folders.add(prefix + rest.split("/", 1)[0] + "/")
+    return sorted(f for f in folders if not _has_key(client, bucket, f + marker, tenant_id))
 
 
 def put_bytes(
@@ -182,6 +216,24 @@ def copy_stream(client: Any, bucket: str, key: str, out: Any,
             body.close()
     except (ClientError, BotoCoreError) as err:
         raise_storage(err, f"reading {key!r} from {bucket!r}", tenant_id)
+
+
+def has_objects(client: Any, bucket: str, prefix: str, tenant_id: str | None = None) -> bool:
+    """Whether anything is stored under ``prefix`` (one listing request)."""
+    try:
+        response = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"listing {prefix!r} in {bucket!r}", tenant_id)
+    return bool(response.get("Contents"))
+
+
+def _has_key(client: Any, bucket: str, key: str, tenant_id: str | None) -> bool:
+    """Whether exactly ``key`` exists (a listing: no error to classify for a missing key)."""
+    try:
+        response = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"listing {key!r} in {bucket!r}", tenant_id)
+    return any(o["Key"] == key for o in response.get("Contents", []))
 
 
 def list_keys(client: Any, bucket: str, prefix: str, tenant_id: str | None = None) -> list[str]:

@@ -61,13 +61,19 @@ class SnapshotStore:
     # -- keys --------------------------------------------------------------------------------
 
     def data_key(self, wrapper: KeyWrapper, tenant_id: str, *, create: bool) -> bytes:
-        """The tenant's data key, unwrapped; created (and stored wrapped) on the first backup."""
+        """The tenant's data key, unwrapped; created (and stored wrapped) on the first backup.
+
+        A key is created only for a tenant with nothing in the bucket: when the record is gone
+        but snapshots or blobs remain, a new key would leave them unreadable for ever, so the
+        record's absence is an error to repair (an older object version, a copy), not a start.
+        """
         key = layout.key_record_key(tenant_id)
         if layout.head(self.s3, self.bucket, key, tenant_id) is None:
             if not create:
                 raise VerificationFailed(f"{key}: no data key for tenant {tenant_id!r}, so no "
                                          "backup can be read (never backed up, or purged)",
                                          tenant_id=tenant_id)
+            self._refuse_orphaning(key, tenant_id)
             dek = new_data_key()
             try:  # only if still absent: overwriting a data key would orphan every snapshot
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=wrapper.wrap(dek, tenant_id),
@@ -78,7 +84,23 @@ class SnapshotStore:
                     raise_storage(err, f"writing {key!r} to {self.bucket!r}", tenant_id)
             except BotoCoreError as err:
                 raise_storage(err, f"writing {key!r} to {self.bucket!r}", tenant_id)
-        return wrapper.unwrap(objects.read_bytes(self.s3, self.bucket, key, tenant_id), tenant_id)
+        try:
+            return wrapper.unwrap(objects.read_bytes(self.s3, self.bucket, key, tenant_id),
+                                  tenant_id)
+        except VerificationFailed as err:
+            raise VerificationFailed(f"{key}: {err}", tenant_id=tenant_id) from err
+
+    def _refuse_orphaning(self, key: str, tenant_id: str) -> None:
+        """Refuse to create a data key while objects encrypted under a lost one remain."""
+        found = [kind for kind in ("snapshots", "blobs") if objects.has_objects(
+            self.s3, self.bucket, f"{layout.tenant_prefix(tenant_id)}{kind}/", tenant_id)]
+        if found:
+            raise VerificationFailed(
+                f"{key}: the data-key record of tenant {tenant_id!r} is missing, but the tenant "
+                f"still has backup {' and '.join(found)} encrypted under it; a new key would "
+                "make them unreadable, so none was created. Put the record back (an older "
+                "object version or a copy); to start afresh instead, delete the tenant's "
+                f"{layout.tenant_prefix(tenant_id)} first", tenant_id=tenant_id)
 
     # -- sealed objects ------------------------------------------------------------------------
 
@@ -138,9 +160,11 @@ class SnapshotStore:
             tenant_id) is not None]
         return sorted(complete)
 
-    def resolve_snapshot(self, tenant_id: str, snapshot_id: str | None) -> str:
-        """The given snapshot if complete, else the newest complete one."""
-        complete = self.list_snapshots(tenant_id)
+    def resolve_snapshot(self, tenant_id: str, snapshot_id: str | None,
+                         complete: list[str] | None = None) -> str:
+        """The given snapshot if complete, else the newest complete one (``complete``: the
+        listing, when the caller has it already)."""
+        complete = self.list_snapshots(tenant_id) if complete is None else complete
         if snapshot_id is None:
             if not complete:
                 raise BadInput(f"tenant {tenant_id!r} has no complete backup snapshot",

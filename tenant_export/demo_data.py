@@ -113,8 +113,13 @@ tenant_column = "tenant_id"
 [tables.members]
 exclude_columns = ["password_hash"]
 
+[tables.platform_settings]
+shared = true
+reason = "platform configuration (SMTP password): never leaves"
+
 [documents]
 table = "documents"
 key_column = "storage_key"
 name_column = "filename"
+keys_tenant_scoped = false   # demo keys (hr/0001, ...) are not under a per-tenant folder
 """

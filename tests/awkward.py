@@ -2,7 +2,9 @@
 
 Tenant ``t-1`` holds every awkward value; ``t-2`` holds look-alike rows that must never appear
 in ``t-1``'s export; ``t-empty`` exists with no rows and no documents. ``audit_global`` has no
-tenant column and must never be exported; ``members.password_hash`` is excluded by the catalog.
+tenant column and is marked shared (never exported); ``members.password_hash`` is excluded by
+the catalog. Document keys (``t1/...``) sit under no ``tenants/{tenant_id}/`` prefix, so the
+catalog says so explicitly (``keys_tenant_scoped = false``).
 """
 
 from __future__ import annotations
@@ -87,6 +89,11 @@ CATALOG = """
 tenant_column = "tenant_id"
 [tables.members]
 exclude_columns = ["password_hash"]
+[tables.audit_global]
+shared = true
+reason = "the platform's own audit log: it mentions every tenant"
+[documents]
+keys_tenant_scoped = false
 """
 
 

@@ -30,6 +30,7 @@ import pytest
 
 from flows import backup, prune, restore
 from flows.context import RunContext
+from flows.locks import tenant_lock
 from kernel.errors import BadInput, VerificationFailed
 from kernel.settings import Settings
 from storage import backup_store as store
@@ -393,8 +394,9 @@ def test_killed_backup_leaves_no_complete_snapshot_and_rerun_recovers(
     assert report["ok"] and report["tables"] == len(summary.tables)
     restore_and_compare(platform, ctx, tmp_path, summary.snapshot_id)
 
-    pruned = prune.prune_tenant(ctx, wrapper(), "t-1", RetentionPolicy(), dry_run=False,
-                                now=datetime.now(UTC) + timedelta(days=2))
+    with tenant_lock("t-1", wait_seconds=30) as held:  # open uploads go only under the lock
+        pruned = prune.prune_tenant(ctx, wrapper(), "t-1", RetentionPolicy(), dry_run=False,
+                                    now=datetime.now(UTC) + timedelta(days=2), held=held)
     if point == "committed":
         assert pruned["incomplete_snapshots_deleted"] == []
     else:

@@ -29,7 +29,8 @@ def test_export_json_contract(sqlite_platform: Platform) -> None:
     code, out, err = invoke("export", "t-1", "--json", "--link-ttl", "15m")
     assert code == 0, err
     doc = json.loads(out)
-    assert set(doc) == {"tenant_id", "export_id", "created_at", "expires_at", "files"}
+    assert set(doc) == {"tenant_id", "export_id", "created_at", "expires_at", "files",
+                        "documents_missing", "documents_shared_keys"}
     assert doc["tenant_id"] == "t-1"
     paths = [f["path"] for f in doc["files"]]
     assert paths[0] == "datapackage.json"
@@ -117,7 +118,9 @@ def test_empty_tenant_gives_a_valid_empty_package(sqlite_platform: Platform) -> 
         expected = 1 if resource.get("x-source-table") == "tenants" else 0
         assert len(rows) == expected == resource["rows"], resource["path"]
         assert header
-    assert files["documents/index.csv"] == b"document_id,zip_part,zip_path,bytes,sha256,status\r\n"
+    assert files["documents/index.csv"] == (  # the header alone; column names are text: quoted
+        b'"document_id","zip_part","zip_path","bytes","sha256","status","filename",'
+        b'"uploaded_at"\r\n')
 
 
 def test_links_command(sqlite_platform: Platform) -> None:

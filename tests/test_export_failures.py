@@ -232,7 +232,8 @@ def test_key_outside_the_tenant_prefix_is_refused(sqlite_platform: Platform,
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE documents SET storage_key = 't2/secret' WHERE id = 3")
     catalog = tmp_path / "catalog.toml"
-    catalog.write_text(catalog.read_text() + '\n[documents]\nkey_prefix = "t1/"\n')
+    catalog.write_text(catalog.read_text().replace(
+        "keys_tenant_scoped = false", 'key_prefix = "t1/"\nkeys_tenant_scoped = false'))
     with pytest.raises(TerminalError, match=r"document 3 .*'t2/secret'"):
         run_export("t-1")
     assert sqlite_platform.export_keys() == []

@@ -68,10 +68,13 @@ def check_tables(platform: Platform, files: dict[str, bytes], backend: str) -> d
 
 def check_documents(platform: Platform, files: dict[str, bytes]) -> None:
     header, rows = read_table(files, {"path": "documents/index.csv"})
-    assert header == ["document_id", "zip_part", "zip_path", "bytes", "sha256", "status"]
+    assert header[:6] == ["document_id", "zip_part", "zip_path", "bytes", "sha256", "status"]
+    assert header[6:] == ["filename", "uploaded_at"]  # added after the contract's six
     index = {r[0]: dict(zip(header, r, strict=True)) for r in rows}
     t1_docs = [d for d in awkward.DOCUMENTS if d[0] == "t-1"]
     assert set(index) == {str(d[1]) for d in t1_docs}
+    for doc in t1_docs:  # the original filename, exactly as the platform holds it
+        assert index[str(doc[1])]["filename"] == doc[2]
     members: dict[tuple[str, str], bytes] = {}
     for part in sorted({r["zip_part"] for r in index.values() if r["zip_part"]}):
         for name, content in zip_members(files, f"documents/{part}").items():

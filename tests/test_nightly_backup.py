@@ -55,13 +55,15 @@ def test_one_failing_tenant_does_not_stop_the_others(sqlite_platform: Platform,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     real = backup.backup_tenant
 
-    def flaky(ctx: Any, wrapper: Any, tenant_id: str) -> Any:
+    def flaky(ctx: Any, wrapper: Any, tenant_id: str, **options: Any) -> Any:
         if tenant_id == "t-2":
             raise StorageError("reading document 't2/secret': AccessDenied", tenant_id=tenant_id)
-        return real(ctx, wrapper, tenant_id)
+        return real(ctx, wrapper, tenant_id, **options)
 
     monkeypatch.setattr(backup, "backup_tenant", flaky)
-    with pytest.raises(ExportError, match="1 of 3 tenants: t-2"):
+    # the run's own error says why, in one line per tenant (the CLI prints only this line)
+    with pytest.raises(ExportError, match=r"1 of 3 tenants: t-2 \(reading document "
+                       r"'t2/secret': AccessDenied \(tenant 't-2'\)\)$"):
         nightly_backup()
     ctx = RunContext.open(Settings())
     try:
@@ -71,5 +73,18 @@ def test_one_failing_tenant_does_not_stop_the_others(sqlite_platform: Platform,
     finally:
         ctx.close()
     rows = {r["tenant"]: r for r in summary_artifact()}
-    assert rows["t-2"]["status"] == "failed" and "AccessDenied" in rows["t-2"]["error"]
+    assert rows["t-2"]["status"] == "failed"
+    assert rows["t-2"]["error"] == "reading document 't2/secret': AccessDenied (tenant 't-2')"
     assert rows["t-1"]["status"] == "ok"
+
+
+@pytest.mark.parametrize(("error", "line"), [
+    (StorageError("denied\n  Traceback (most recent call last): ...", tenant_id="t-2"),
+     "denied"),
+    (KeyError("blob"), "'blob'"),
+    (RuntimeError(""), "RuntimeError"),
+])
+def test_the_summary_gives_the_first_line_of_any_error(error: BaseException, line: str) -> None:
+    from flows.backup_flow import error_line
+
+    assert error_line(error) == line

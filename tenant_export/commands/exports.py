@@ -24,6 +24,18 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
     for f in result["files"]:
         rows = "" if f.get("rows") is None else f", {f['rows']} rows"
         typer.echo(f"\n{f['path']} ({f['bytes']} bytes{rows}, sha256 {f['sha256']})\n  {f['url']}")
+    missing = result.get("documents_missing") or []
+    if missing:
+        typer.echo(f"\n{len(missing)} document(s) listed as missing in documents/index.csv "
+                   "(the client sees them too):")
+        for doc in missing:
+            typer.echo(f"  document {doc['document_id']}: {doc['reason']}")
+    shared = result.get("documents_shared_keys") or []
+    if shared:
+        typer.echo(f"\n{len(shared)} document(s) point at blobs other tenants' rows also use "
+                   "(keys are not tenant-scoped): check they are this tenant's files:")
+        for doc in shared:
+            typer.echo(f"  document {doc['document_id']}: {doc['storage_key']}")
 
 
 @app.command()
