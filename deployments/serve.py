@@ -1,107 +1,146 @@
-"""``tenant-export serve``: a Prefect server plus the deployments operators run from the UI.
+"""``make serve`` / ``tenant-export serve``: a local Prefect server, the deployments on a process
+work pool, the alerts, and one worker; Ctrl-C stops the worker, then the server.
 
-When ``PREFECT_API_URL`` is set, the deployments are served against that server; otherwise a
-local server is started on 127.0.0.1 (SQLite-backed, as ``prefect server start`` does) and
-stopped on exit.
+When ``PREFECT_API_URL`` is set, that server is used and none is started. The server keeps
+the schedules and runs: stopping ``serve`` pauses nothing and deletes nothing; a night that
+passes with no worker is shown as Late, alerted, and run when a worker polls again.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import socket
+import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
 
-from kernel.errors import ExportError
+from deployments import automations, processes
+from deployments.definitions import DEPLOYMENTS, WORK_POOL
+from deployments.deploy import Provisioned, deploy
+from deployments.server import LocalServer
+from kernel.errors import BadInput, ExportError
 
-# Nightly backups at 03:30 Berlin time: after the 02:00-03:00 hour that the DST switches skip
-# or repeat, so the run happens exactly once every night. Retention follows at 05:30.
-NIGHTLY_BACKUP_CRON = "30 3 * * *"
-PRUNE_CRON = "30 5 * * *"
-TIMEZONE = "Europe/Berlin"
-
-
-def build_deployments() -> list[Any]:
-    """The deployments operators see in the UI (schedules included)."""
-    from prefect.deployments.runner import RunnerDeployment  # noqa: PLC0415
-    from prefect.schedules import Cron  # noqa: PLC0415
-
-    from flows.backup_flow import (  # noqa: PLC0415
-        nightly_backup,
-        prune_backups,
-        restore_backup,
-        verify_backup,
-    )
-    from flows.export_flow import export_links, offboarding_export  # noqa: PLC0415
-    from flows.migration_flow import assisted_migration  # noqa: PLC0415
-
-    specs: list[tuple[Any, str, str, dict[str, Any]]] = [
-        (offboarding_export, "offboarding-export",
-         "Self-service offboarding export of one tenant (CSV + ZIP, signed links).", {}),
-        (export_links, "export-links", "Fresh signed links for a retained export.", {}),
-        (assisted_migration, "assisted-migration",
-         "Assisted migration case (terms 14.2): waits for the operator's input (time, "
-         "bookings, automated steps) until closed; produces the statement.", {}),
-        (nightly_backup, "nightly-backup", "Encrypted backup of every tenant, every night.",
-         {"schedules": [Cron(NIGHTLY_BACKUP_CRON, timezone=TIMEZONE)]}),
-        (prune_backups, "prune-backups", "Backup retention (GFS), after the nightly backup.",
-         {"schedules": [Cron(PRUNE_CRON, timezone=TIMEZONE)]}),
-        (verify_backup, "verify-backup", "Decrypt and check every object of a snapshot.", {}),
-        (restore_backup, "restore-backup", "Restore a snapshot into an empty database.", {}),
-    ]
-    return [cast(RunnerDeployment, flow_.to_deployment(name=name, description=text,
-                                                       tags=["tenant-export"], **extra))
-            for flow_, name, text, extra in specs]
+WORKER_START_TIMEOUT = 120.0
 
 
-def _wait_healthy(api_url: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    raise ExportError(f"the Prefect server at {api_url} did not become healthy in {timeout:g} s")
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def serve_all(port: int) -> None:
-    """Serve the flows as deployments (blocks until interrupted)."""
+def provision(api_url: str, pool: str = WORK_POOL,
+              target: automations.AlertTarget | None = None) -> Provisioned:
+    """Pool, deployments and automations on the server ``api_url`` (idempotent)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
 
-    server: subprocess.Popen[bytes] | None = None
-    api_url = os.environ.get("PREFECT_API_URL", "")
-    try:
-        if not api_url:
-            api_url = f"http://127.0.0.1:{port}/api"
-            if _port_in_use(port):
-                raise ExportError(f"port {port} is in use: stop what listens there, pass "
-                                  "--port, or set PREFECT_API_URL to use that server")
-            env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                   "PREFECT_UI_API_URL": api_url}
-            server = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                 "--port", str(port)], env=env,
-            )
-            _wait_healthy(api_url)
-            print(f"Prefect UI: http://127.0.0.1:{port}  (API {api_url})")
-        from prefect import serve  # noqa: PLC0415
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        return deploy(pool, None, target)
 
-        deployments = build_deployments()
-        # Settings are read when Prefect is imported: point this process at the server here.
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            serve(*deployments)
+
+def _wait_worker_online(api_url: str, pool: str, name: str,
+                        worker: subprocess.Popen[bytes]) -> None:
+    """Until the worker is ONLINE in the pool; an error if it exits (refused) first."""
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+
+    deadline = time.monotonic() + WORKER_START_TIMEOUT
+    with temporary_settings(updates={PREFECT_API_URL: api_url}), \
+            get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise ExportError("the worker did not start (its reasons are printed above): "
+                                  "fix the configuration, `tenant-export doctor` checks it")
+            if any(w.name == name and w.status == "ONLINE"
+                   for w in client.read_workers_for_work_pool(pool)):
+                return
+            time.sleep(0.5)
+    raise ExportError(f"the worker did not come online in {WORKER_START_TIMEOUT:g} s")
+
+
+def serve_all(port: int, *, worker_env: Mapping[str, str] | None = None,
+              metrics_port: int | None = None, home: Path | None = None,
+              out: TextIO = sys.stdout) -> None:
+    """Run server, deployments, alerts and one worker until SIGINT or SIGTERM.
+
+    Args:
+        port: the local server's port (ignored when ``PREFECT_API_URL`` is set).
+        worker_env: variables added to the worker's environment (embedded defaults).
+        metrics_port: where the worker serves Prometheus metrics (``None``: not served).
+        home: ``PREFECT_HOME`` of the local server (``None``: Prefect's default).
+
+    Raises:
+        BadInput: the port is taken, or the alert target is malformed.
+        ExportError: the server or the worker did not start.
+    """
+    target = automations.AlertTarget.from_environ(os.environ)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    server: LocalServer | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        api_url = os.environ.get("PREFECT_API_URL", "")
+        if not api_url:
+            server = LocalServer(port=port, home=home)
+            print(f"Starting a Prefect server on 127.0.0.1:{port} ...", file=out, flush=True)
+            server.start()
+            api_url = server.api_url
+        provision(api_url, WORK_POOL, target)
+        name = f"serve-{os.getpid()}"
+        args = ["deployments.worker", "--pool", WORK_POOL, "--name", name]
+        if metrics_port is not None:
+            args += ["--metrics-port", str(metrics_port)]
+        env = {**os.environ, **(worker_env or {}), "PREFECT_API_URL": api_url}
+        worker = processes.start(processes.python(*args), env)
+        _wait_worker_online(api_url, WORK_POOL, name, worker)
+        _banner(out, server.ui_url if server else api_url.removesuffix("/api"), name, target)
+        while worker.poll() is None:
+            time.sleep(0.5)
+        raise ExportError(f"the worker exited with status {worker.returncode}")
+    except KeyboardInterrupt:
+        print("Stopping: the worker first (its runs end as Crashed), then the server ...",
+              file=out, flush=True)
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut this short
+            signal.signal(sig, signal.SIG_IGN)
+        if worker is not None:
+            processes.stop(worker, signal.SIGTERM, grace=60.0)
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def _banner(out: TextIO, ui_url: str, worker: str, target: automations.AlertTarget) -> None:
+    names = ", ".join(d.name for d in DEPLOYMENTS)
+    alert = ("alerts go to the configured target" if target.configured else
+             "no alert target configured (TENANT_EXPORT_ALERT_WEBHOOK_URL): alerts show only "
+             "in the UI's event feed")
+    print(f"Prefect UI: {ui_url}\n"
+          f"  deployments on work pool {WORK_POOL!r}: {names}\n"
+          f"  worker {worker!r} is running; `make worker` adds one more\n"
+          f"  {alert}\n"
+          "  Schedules live on the server: keep it running for the 03:30 backup to be due, "
+          "and a worker for it to run.\n"
+          "Ctrl-C stops the worker, then the server.", file=out, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m deployments.serve``."""
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=4200, help="server port (default 4200)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="the worker serves Prometheus metrics on this port")
+    args = parser.parse_args(argv)
+    try:
+        serve_all(args.port, metrics_port=args.metrics_port)
+    except BadInput as err:
+        print(f"serve: error: {err}", file=sys.stderr)
+        return 2
+    except ExportError as err:
+        print(f"serve: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -136,6 +136,17 @@ class Settings(BaseSettings):
         default=None, description="Ed25519 private key (base64, 32 bytes) that signs "
         "deletion certificates; default: one kept in the state directory.")
 
+    dogstatsd_host: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TENANT_EXPORT_DOGSTATSD_HOST", "DD_AGENT_HOST"),
+        description="Datadog agent (DogStatsD) host; unset: no datagrams are sent.")
+    dogstatsd_port: int = Field(
+        default=8125, ge=1, le=65535,
+        validation_alias=AliasChoices("TENANT_EXPORT_DOGSTATSD_PORT", "DD_DOGSTATSD_PORT"))
+    offboarding_notice_days: int = Field(
+        default=7, ge=1, le=90, description="The deletion notice goes out this many days "
+        "before an offboarded tenant's data is purged.")
+
     keep_daily: int = Field(default=7, ge=0, description="Backups: daily snapshots kept.")
     keep_weekly: int = Field(default=4, ge=0, description="Backups: weekly snapshots kept.")
     keep_monthly: int = Field(default=12, ge=0, description="Backups: monthly snapshots kept.")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("kernel", "sources", "exporters", "storage", "billing", "notify", "flows",
-            "deployments", "portal", "tenant_export")
+PACKAGES = ("kernel", "sources", "exporters", "storage", "billing", "notify", "monitoring",
+            "flows", "deployments", "portal", "tenant_export")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 

@@ -30,17 +30,28 @@ def demo(
 
 
 @app.command()
-def serve(port: PortOption = 4200) -> None:
-    """Start a Prefect server (unless PREFECT_API_URL is set) and serve the deployments."""
+def serve(
+    port: PortOption = 4200,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=1, max=65535,
+        help="Serve Prometheus metrics on this port beside the worker.")] = None,
+) -> None:
+    """Start a Prefect server (unless PREFECT_API_URL is set), deploy every flow to a process
+    work pool and run one worker; on embedded defaults, a local S3 emulator and demo platform."""
     from deployments.serve import serve_all  # noqa: PLC0415
+    from tenant_export.embedded import embedded_environment  # noqa: PLC0415
 
-    run(lambda _settings: serve_all(port))
+    def body(settings: Settings) -> None:
+        with embedded_environment(settings) as env:
+            serve_all(port, worker_env=env, metrics_port=metrics_port)
+
+    run(body)
 
 
 @app.command()
 def doctor(as_json: JsonOption = False) -> None:
     """Check every piece of the configuration (database, buckets, key, control DB, Prefect)."""
-    from tenant_export.doctor import run_checks  # noqa: PLC0415
+    from deployments.doctor import run_checks  # noqa: PLC0415
 
     def body(settings: Settings) -> list[dict[str, object]]:
         checks = run_checks(settings)

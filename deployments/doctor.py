@@ -1,7 +1,9 @@
-"""``tenant-export doctor``: every piece of the configuration checked, one line each.
+"""The configuration checks: every piece checked, one line each (``tenant-export doctor``).
 
-Run it before starting a worker or after changing the environment: a missing bucket or key
-found here costs a minute, found by the 03:30 nightly backup it costs a night.
+Run them before starting a worker or after changing the environment: a missing bucket or key
+found here costs a minute, found by the 03:30 nightly backup it costs a night. They live in
+``deployments`` (moved from ``tenant_export/doctor.py``) because a worker refuses to start
+when one fails, and the CLI sits above this package while a worker is part of it.
 """
 
 from __future__ import annotations
