@@ -92,12 +92,12 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "the nightly backup.", cron=PRUNE_CRON, concurrency=ONE_AT_A_TIME, tags=("backup",),
     ),
     DeploymentSpec(
-        "verify-backup", "flows.backup_flow:verify_backup",
+        "verify-backup", "flows.restore_flow:verify_backup",
         "Decrypt and check every object of one tenant's snapshot (the newest by default).",
         tags=("backup",),
     ),
     DeploymentSpec(
-        "restore-backup", "flows.backup_flow:restore_backup",
+        "restore-backup", "flows.restore_flow:restore_backup",
         "Restore one tenant's snapshot into an empty database (and its documents into a "
         "bucket); the target names a database without carrying its password.",
         tags=("backup",),

@@ -1,4 +1,4 @@
-"""Backup flows: one tenant, the nightly run over every tenant, verify, restore and prune."""
+"""Backup flows: one tenant, the nightly run over every tenant, snapshots and prune."""
 
 from __future__ import annotations
 
@@ -10,30 +10,20 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import backup, prune, restore
+from flows import backup, prune
 from flows.context import RunContext, S3Context, current_settings
+from flows.keyring import master_key
 from flows.locks import tenant_lock
 from flows.retry import step
-from flows.targets import resolve_target
-from kernel.errors import BadInput, ExportError
+from kernel.errors import ExportError
 from kernel.ids import validate_tenant_id
 from kernel.settings import Settings
 from sources.database import Snapshot
 from sources.tenants import all_tenants
-from storage.keys import KeyWrapper, parse_master_key
 from storage.retention import RetentionPolicy
 from storage.s3 import require_bucket
 
 NIGHTLY_PARALLELISM = 4
-
-
-def master_key(settings: Settings) -> KeyWrapper:
-    """The key wrapper of ``TENANT_EXPORT_MASTER_KEY`` (refused when unset)."""
-    value = settings.master_key_value()
-    if not value:
-        raise BadInput("TENANT_EXPORT_MASTER_KEY is not set: backups are encrypted under it "
-                       "(generate one with `tenant-export keygen`; keep it in a secret store)")
-    return parse_master_key(value)
 
 
 @step(task_run_name="backup-{tenant_id}")
@@ -103,38 +93,6 @@ def list_snapshots(tenant_id: str) -> list[str]:
     """Complete snapshots of a tenant, oldest first."""
     validate_tenant_id(tenant_id)
     return S3Context.open(current_settings()).store.list_snapshots(tenant_id)
-
-
-@flow(name="verify_backup", flow_run_name="verify-{tenant_id}")
-def verify_backup(tenant_id: str, snapshot_id: str | None = None) -> dict[str, Any]:
-    """Decrypt and check every object of a snapshot."""
-    validate_tenant_id(tenant_id)
-    settings = current_settings()
-    return _warned(restore.verify_snapshot(S3Context.open(settings), master_key(settings),
-                                           tenant_id, snapshot_id))
-
-
-def _warned(result: dict[str, Any]) -> dict[str, Any]:
-    """Log the result's warnings (a rollback, snapshots missing from the bucket)."""
-    for warning in result.get("warnings", []):
-        get_run_logger().warning(warning)
-    return result
-
-
-@flow(name="restore_backup", flow_run_name="restore-{tenant_id}")
-def restore_backup(tenant_id: str, target: str | None = None, snapshot_id: str | None = None,
-                   documents_bucket: str | None = None) -> dict[str, Any]:
-    """Restore a snapshot into an empty database (and documents into a bucket).
-
-    ``target`` names the database without carrying a credential: a URL without password,
-    ``env:VARIABLE`` or ``secret:BLOCK`` (a Prefect Secret block); default:
-    ``TENANT_EXPORT_RESTORE_TARGET_URL``.
-    """
-    validate_tenant_id(tenant_id)
-    settings = current_settings()
-    url = resolve_target(target, settings)
-    return _warned(restore.restore_snapshot(S3Context.open(settings), master_key(settings),
-                                            tenant_id, url, snapshot_id, documents_bucket))
 
 
 @flow(name="prune_backups", flow_run_name="prune")

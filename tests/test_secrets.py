@@ -164,7 +164,7 @@ def test_unreachable_platform_database_error_names_no_password(
 
 
 def test_a_password_in_a_restore_flow_parameter_is_refused(credentials: dict[str, str]) -> None:
-    from flows.backup_flow import restore_backup
+    from flows.restore_flow import restore_backup
     from kernel.errors import BadInput
 
     with pytest.raises(BadInput, match="carries a password"):

@@ -63,7 +63,7 @@ def verify(
 
     def body(_settings: Settings) -> dict[str, Any]:
         validate_tenant_id(tenant)
-        from flows.backup_flow import verify_backup  # noqa: PLC0415
+        from flows.restore_flow import verify_backup  # noqa: PLC0415
 
         return verify_backup(tenant, snapshot)
 
@@ -86,8 +86,8 @@ def restore(
 
     def body(settings: Settings) -> dict[str, Any]:
         validate_tenant_id(tenant)
-        from flows.backup_flow import restore_backup  # noqa: PLC0415
         from flows.context import using  # noqa: PLC0415
+        from flows.restore_flow import restore_backup  # noqa: PLC0415
 
         if target is not None and has_password(target):
             # the password travels in the settings of this process, never as a flow parameter
