@@ -12,6 +12,7 @@ from tenant_export.commands import (
     backups,
     catalog,
     exports,
+    keys,
     lifecycle,
     migration,
     offboarding,
@@ -19,8 +20,8 @@ from tenant_export.commands import (
     portal,
 )
 
-__all__ = ["app", "backups", "catalog", "exports", "lifecycle", "main", "migration", "offboarding",
-           "ops", "portal"]
+__all__ = ["app", "backups", "catalog", "exports", "keys", "lifecycle", "main", "migration",
+           "offboarding", "ops", "portal"]
 
 
 def main() -> None:

@@ -1,0 +1,3 @@
+"""CLI commands: backup key management (filled in by its issue)."""
+
+from __future__ import annotations
