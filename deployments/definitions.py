@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 # or repeat, so the run happens exactly once every night. Retention follows at 05:30.
 NIGHTLY_BACKUP_CRON = "30 3 * * *"
 PRUNE_CRON = "30 5 * * *"
+# After the night's backups and prune: packages whose retention ended, then offboarding cases.
+EXPORT_RETENTION_CRON = "0 6 * * *"
+OFFBOARDING_SWEEP_CRON = "0 7 * * *"
 TIMEZONE = "Europe/Berlin"
 TAGS = ("tenant-export",)
 WORK_POOL = "tenant-export"
@@ -101,6 +104,30 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "Restore one tenant's snapshot into an empty database (and its documents into a "
         "bucket); the target names a database without carrying its password.",
         tags=("backup",),
+    ),
+    DeploymentSpec(
+        "offboarding", "flows.offboarding_flow:offboarding",
+        "Start (or resume) the offboarding case of a departing tenant at contract end: final "
+        "backup, self-service export, notice to the authorised contacts; the retention window "
+        "and purge follow by schedule (offboarding-sweeper).", tags=("offboarding",),
+    ),
+    DeploymentSpec(
+        "offboarding-sweeper", "flows.offboarding_flow:offboarding_sweeper",
+        "Every day at 07:00 Europe/Berlin: sends deletion notices and purges the offboarded "
+        "tenants whose retention ended (never a tenant under legal hold).",
+        cron=OFFBOARDING_SWEEP_CRON, concurrency=ONE_AT_A_TIME, tags=("offboarding",),
+    ),
+    DeploymentSpec(
+        "export-retention", "flows.offboarding_flow:export_retention",
+        "Every day at 06:00 Europe/Berlin: deletes export packages whose retention ended (and "
+        "unfinished export folders older than a day).",
+        cron=EXPORT_RETENTION_CRON, concurrency=ONE_AT_A_TIME, tags=("export",),
+    ),
+    DeploymentSpec(
+        "purge-tenant", "flows.offboarding_flow:purge_tenant",
+        "Purge one tenant (refused under legal hold): every export, backup and data key "
+        "version, then a signed deletion certificate. Normally run by the sweeper.",
+        tags=("offboarding",),
     ),
 )
 

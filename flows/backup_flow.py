@@ -2,42 +2,64 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from flows import backup, prune
 from flows.context import RunContext, S3Context, current_settings
 from flows.keyring import master_key
 from flows.locks import tenant_lock
+from flows.observe import audit, current_actor, emit, open_metrics
 from flows.retry import step
-from kernel.errors import ExportError
+from kernel.errors import BadInput, ExportError
 from kernel.ids import validate_tenant_id
 from kernel.settings import Settings
-from sources.database import Snapshot
 from sources.tenants import all_tenants
+from storage.audit import AuditKind
+from storage.cases import CaseStore
 from storage.retention import RetentionPolicy
 from storage.s3 import require_bucket
 
 NIGHTLY_PARALLELISM = 4
+NIGHTLY_DEPLOYMENT = "nightly_backup/nightly-backup"
 
 
 @step(task_run_name="backup-{tenant_id}")
-def backup_one(tenant_id: str, settings: Settings) -> dict[str, Any]:
-    """Back up one tenant under its lock (shared with exports)."""
+def backup_one(tenant_id: str, settings: Settings, actor: str = "cli") -> dict[str, Any]:
+    """Back up one tenant under its lock (shared with exports); audited and measured."""
     validate_tenant_id(tenant_id)
-    with tenant_lock(tenant_id, settings.lock_wait_seconds,
-                     control_url=settings.resolved_control_url()) as held:
-        ctx = RunContext.open(settings)
+    started = time.monotonic()
+    with open_metrics(settings) as metrics:
         try:
-            return asdict(backup.backup_tenant(ctx, master_key(settings), tenant_id,
-                                               fence=held.check))
-        finally:
-            ctx.close()
+            with tenant_lock(tenant_id, settings.lock_wait_seconds,
+                             control_url=settings.resolved_control_url()) as held:
+                ctx = RunContext.open(settings)
+                try:
+                    summary = backup.backup_tenant(ctx, master_key(settings), tenant_id,
+                                                   fence=held.check)
+                finally:
+                    ctx.close()
+        except Exception as failure:
+            metrics.backup_failed(tenant_id)
+            audit(settings, AuditKind.BACKUP_FAILED, tenant_id, actor,
+                  reason=error_line(failure), seconds=round(time.monotonic() - started, 1))
+            raise
+        metrics.backup_completed(tenant_id, summary.bytes_uploaded, summary.seconds,
+                                 summary.documents_missing)
+    audit(settings, AuditKind.BACKUP_COMPLETED, tenant_id, actor,
+          snapshot_id=summary.snapshot_id, rows_count=summary.rows,
+          documents_count=summary.documents, documents_missing_count=summary.documents_missing,
+          bytes_uploaded=summary.bytes_uploaded)
+    emit("tenant.backup.verified", tenant_id, {"snapshot_id": summary.snapshot_id})
+    return asdict(summary)
 
 
 def error_line(error: object) -> str:
@@ -47,45 +69,129 @@ def error_line(error: object) -> str:
     return first or type(error).__name__
 
 
-@flow(name="nightly_backup", flow_run_name="backup-{tenants}",
-      task_runner=cast(Any, ThreadPoolTaskRunner(max_workers=NIGHTLY_PARALLELISM)))
-def nightly_backup(tenants: list[str] | None = None) -> list[dict[str, Any]]:
-    """Back up the given tenants (default: all), at most 4 at a time; one failing never stops
-    the others, but fails the run once all are done."""
-    logger = get_run_logger()
-    settings = current_settings()
-    master_key(settings)
+def _run_name() -> str:
+    """``backup-all``, ``backup-t-42`` or ``backup-t-1+2-more``: the run says whom it covers."""
+    from prefect.runtime import flow_run  # noqa: PLC0415
+
+    tenants = (flow_run.parameters or {}).get("tenants") or []
+    if not tenants:
+        return "backup-all"
+    return f"backup-{tenants[0]}" + (f"+{len(tenants) - 1}-more" if len(tenants) > 1 else "")
+
+
+def _tenants_tonight(settings: Settings, tenants: list[str] | None) -> tuple[list[str],
+                                                                            dict[str, str]]:
+    """The tenants to back up, ids as stored, and those skipped with why (purged, offboarded).
+
+    Named tenants must exist (a typo is bad input, not a failed night); a named tenant that
+    was purged is refused, since a backup would recreate what its certificate says is gone.
+    """
     ctx = RunContext.open(settings)
     try:
         require_bucket(ctx.s3, settings.backup_bucket, "backup")
-        if tenants:  # named tenants must exist: a typo is bad input, not a failed night
+        named = bool(tenants)
+        if tenants:
             tenants = [ctx.check_tenant(t).id for t in tenants]  # the ids as stored
         else:
-            with Snapshot(ctx.engine) as snap:
+            with ctx.snapshot() as snap:
                 tenants = all_tenants(ctx.catalog, snap)
     finally:
         ctx.close()
-    futures = {t: backup_one.submit(t, settings) for t in tenants}
-    wait(list(futures.values()))
-    results: list[dict[str, Any]] = []
-    for tenant_id, future in futures.items():
-        state = future.state
-        if state.is_completed():
-            outcome = future.result()
-            results.append({"tenant": tenant_id, "status": "ok", **{k: outcome[k] for k in (
-                "snapshot_id", "rows", "documents", "bytes_uploaded")},
-                "seconds": round(outcome["seconds"], 1)})
-        else:
-            error = error_line(state.result(raise_on_failure=False))
-            logger.error("backup of %s failed: %s", tenant_id, error)
-            results.append({"tenant": tenant_id, "status": "failed", "error": error})
+    with CaseStore(settings.resolved_control_url()) as cases:
+        excluded = cases.backup_exclusions()
+    skipped = {t: excluded[t] for t in tenants if t in excluded}
+    purged = [t for t, why in skipped.items() if why.startswith("purged")]
+    if named and purged:
+        raise BadInput(f"tenant(s) {', '.join(purged)} were purged: a backup would recreate "
+                       "what the deletion certificate says is gone")
+    return [t for t in tenants if t not in skipped], skipped
+
+
+@flow(name="nightly_backup", flow_run_name=_run_name,
+      task_runner=cast(Any, ThreadPoolTaskRunner(max_workers=NIGHTLY_PARALLELISM)))
+def nightly_backup(
+    tenants: Annotated[list[str] | None, Field(
+        title="Tenants", description="Tenant ids to back up; empty: every tenant the platform "
+        "lists (offboarded and purged tenants are skipped).")] = None,
+    shards: Annotated[int, Field(
+        ge=1, le=64, title="Shards", description="Split every-tenant runs into this many runs "
+        "of this deployment, so several workers share the night (1: one run).")] = 1,
+) -> list[dict[str, Any]]:
+    """Back up the given tenants (default: all), at most 4 at a time per run; one failing never
+    stops the others, but fails the run once all are done."""
+    logger = get_run_logger()
+    settings = current_settings()
+    master_key(settings)
+    actor = current_actor()
+    sharded = not tenants and shards > 1
+    todo, skipped = _tenants_tonight(settings, tenants)
+    for tenant_id, why in skipped.items():
+        logger.info("skipping tenant %s: %s", tenant_id, why)
+    if sharded and len(todo) > 1 and _deployed(NIGHTLY_DEPLOYMENT):
+        results = _run_shards(todo, shards)
+    else:
+        futures = {t: backup_one.submit(t, settings, actor) for t in todo}
+        wait(list(futures.values()))
+        results = [_outcome(t, f.state, logger) for t, f in futures.items()]
+    results += [{"tenant": t, "status": "skipped", "reason": why} for t, why in skipped.items()]
     create_table_artifact(key="nightly-backup", table=results,
                           description="Nightly backup: one row per tenant.")
-    failed = [f"{r['tenant']} ({r['error']})" for r in results if r["status"] != "ok"]
+    failed = [f"{r['tenant']} ({r['error']})" for r in results if r["status"] == "failed"]
     if failed:
         raise ExportError(f"backup failed for {len(failed)} of {len(results)} tenants: "
                           f"{'; '.join(failed)}")
     return results
+
+
+def _outcome(tenant_id: str, state: Any, logger: Any) -> dict[str, Any]:
+    """One row of the summary from a finished task's state."""
+    if state.is_completed():
+        outcome = state.result()
+        return {"tenant": tenant_id, "status": "ok", **{k: outcome[k] for k in (
+            "snapshot_id", "rows", "documents", "bytes_uploaded")},
+            "seconds": round(outcome["seconds"], 1)}
+    error = error_line(state.result(raise_on_failure=False))
+    logger.error("backup of %s failed: %s", tenant_id, error)
+    return {"tenant": tenant_id, "status": "failed", "error": error}
+
+
+def _deployed(name: str) -> bool:
+    """Whether the server has the deployment (a run started by the CLI on embedded defaults
+    has none: its shards would have nowhere to run, so it backs up in this run)."""
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.exceptions import ObjectNotFound  # noqa: PLC0415
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        get_run_logger().warning("deployment %s not found: the shards run in this run", name)
+        return False
+    return True
+
+
+def _run_shards(tenants: list[str], shards: int) -> list[dict[str, Any]]:
+    """Run the deployment once per shard of tenants (on whichever workers are free) and wait;
+    a shard that fails reports each of its tenants from its own summary or as failed."""
+    from prefect.deployments import run_deployment  # noqa: PLC0415
+
+    count = min(shards, len(tenants))
+    parts = [tenants[i::count] for i in range(count)]
+
+    def one(part: list[str]) -> list[dict[str, Any]]:
+        run: Any = run_deployment(NIGHTLY_DEPLOYMENT, parameters={"tenants": part, "shards": 1},
+                                  timeout=None, as_subflow=True)  # sync in a sync flow
+        state = run.state
+        if state is not None and state.is_completed():
+            rows: list[dict[str, Any]] = state.result()
+            return rows
+        reason = error_line(state.message if state is not None and state.message else
+                            "the shard's run did not complete")
+        return [{"tenant": t, "status": "failed", "error": f"shard run failed: {reason}"}
+                for t in part]
+
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return [row for rows in pool.map(one, parts) for row in rows]
 
 
 @flow(name="backup_snapshots", flow_run_name="snapshots-{tenant_id}")
@@ -101,6 +207,7 @@ def prune_backups(dry_run: bool = False) -> list[dict[str, Any]]:
     settings = current_settings()
     policy = RetentionPolicy(settings.keep_daily, settings.keep_weekly, settings.keep_monthly)
     wrapper = master_key(settings)
+    actor = current_actor()
     ctx = S3Context.open(settings)
     reports: list[dict[str, Any]] = []
     failed: list[str] = []
@@ -108,8 +215,14 @@ def prune_backups(dry_run: bool = False) -> list[dict[str, Any]]:
         try:
             with tenant_lock(tenant_id, settings.lock_wait_seconds,
                              control_url=settings.resolved_control_url()) as held:
-                reports.append(prune.prune_tenant(ctx, wrapper, tenant_id, policy,
-                                                  dry_run=dry_run, held=held))
+                report = prune.prune_tenant(ctx, wrapper, tenant_id, policy,
+                                            dry_run=dry_run, held=held)
+                reports.append(report)
+            if not dry_run:
+                audit(settings, AuditKind.PRUNE, tenant_id, actor,
+                      snapshots_forgotten=len(report.get("forget", [])),
+                      snapshots_kept=len(report.get("keep", [])),
+                      blobs_deleted=len(report.get("blobs_deleted", [])))
         except ExportError as err:
             get_run_logger().error("prune of %s failed: %s", tenant_id, err)
             reports.append({"tenant_id": tenant_id, "error": error_line(err)})

@@ -27,6 +27,7 @@ from kernel.errors import BadInput, ExportError
 from kernel.ids import new_case_id, validate_tenant_id
 from kernel.settings import Settings
 from notify import Delivery, PackageFile, SmtpConfig, notify_deletion, notify_export_ready
+from sources.catalog_config import CatalogConfig
 from sources.contacts import Contacts, ContactsRule, read_contacts
 from sources.database import open_engine
 from storage.audit import AuditKind, AuditTrail, check_details
@@ -249,10 +250,9 @@ def tenant_contacts(settings: Settings, tenant_id: str) -> Contacts:
         engine.dispose()
 
 
-def contacts_rule(_settings: Settings) -> ContactsRule:
-    """Where the contacts are: the default rule until the catalog carries a ``[contacts]``
-    table (``CatalogConfig.contacts``)."""
-    return ContactsRule()
+def contacts_rule(settings: Settings) -> ContactsRule:
+    """Where the contacts are: the catalog's ``[contacts]`` section (defaults otherwise)."""
+    return CatalogConfig.load(settings.catalog).contacts
 
 
 def _notified(desk: CaseDesk, case: Case, step: str, actor: str, delivery: Delivery,

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kernel.errors import BadInput
+from sources.contacts import ContactsRule
 
 _REFERENCE = re.compile(r"[^.\s]+(\.[^.\s]+)?\.[^.\s]+")
 
@@ -101,6 +102,9 @@ class CatalogConfig(BaseModel):
         "non-system schema; with tenancy = \"schema\": every one the pattern does not match).")
     tables: dict[str, TableRule] = Field(default_factory=dict)
     documents: DocumentsRule = Field(default_factory=DocumentsRule)
+    contacts: ContactsRule = Field(
+        default_factory=ContactsRule, description="Where the platform keeps each tenant's "
+        "authorised contacts (at most two), who receive the export and deletion notices.")
 
     @model_validator(mode="after")
     def _consistent(self) -> CatalogConfig:

@@ -14,7 +14,9 @@ import pytest
 from deployments import automations
 from deployments.definitions import (
     DEPLOYMENTS,
+    EXPORT_RETENTION_CRON,
     NIGHTLY_BACKUP_CRON,
+    OFFBOARDING_SWEEP_CRON,
     PRUNE_CRON,
     TIMEZONE,
     WORK_POOL,
@@ -27,19 +29,23 @@ from kernel.errors import BadInput
 from kernel.settings import Settings
 
 EXPECTED = {"offboarding-export", "export-links", "assisted-migration", "nightly-backup",
-            "prune-backups", "verify-backup", "restore-backup"}
+            "prune-backups", "verify-backup", "restore-backup", "offboarding",
+            "offboarding-sweeper", "export-retention", "purge-tenant"}
+SCHEDULED = {"nightly-backup": NIGHTLY_BACKUP_CRON, "prune-backups": PRUNE_CRON,
+             "export-retention": EXPORT_RETENTION_CRON,
+             "offboarding-sweeper": OFFBOARDING_SWEEP_CRON}
 
 
 def test_deployments_and_schedules() -> None:
     deployments = {d.name: d for d in build_deployments()}
     assert set(deployments) == EXPECTED == {d.name for d in DEPLOYMENTS}
-    for name, cron in (("nightly-backup", NIGHTLY_BACKUP_CRON), ("prune-backups", PRUNE_CRON)):
+    for name, cron in SCHEDULED.items():
         (schedule,) = deployments[name].schedules
         assert schedule.schedule.cron == cron
         assert schedule.schedule.timezone == TIMEZONE == "Europe/Berlin"
         assert deployments[name].concurrency_limit == 1  # one night at a time, the next waits
         assert deployments[name].concurrency_options.collision_strategy.value == "ENQUEUE"
-    on_demand = EXPECTED - {"nightly-backup", "prune-backups"}
+    on_demand = EXPECTED - set(SCHEDULED)
     assert all(not deployments[name].schedules for name in on_demand)
     # exports of different tenants run in parallel: the tenant lock, not a deployment limit
     assert deployments["offboarding-export"].concurrency_limit is None
