@@ -30,12 +30,18 @@ def open_control(url: str, metadata: MetaData) -> Engine:
         "connect_timeout": 10})
     if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
-    try:
-        metadata.create_all(engine)
-    except SQLAlchemyError as err:
-        engine.dispose()
-        raise ControlDbError(f"cannot open the control database {describe_url(parsed)}: "
-                             f"{error_reason(err)}") from err
+    for attempt in range(3):
+        try:
+            metadata.create_all(engine)
+            break
+        except SQLAlchemyError as err:
+            # two processes creating the same table at once: the loser sees "already
+            # exists" (check-then-create is not atomic); the next check finds the table
+            if "already exists" in str(err) and attempt < 2:
+                continue
+            engine.dispose()
+            raise ControlDbError(f"cannot open the control database {describe_url(parsed)}: "
+                                 f"{error_reason(err)}") from err
     return engine
 
 

@@ -122,11 +122,17 @@ def logs() -> Iterator[Collect]:
     for logger, _ in saved:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+    # the test's own HTTP client logs the links it follows; that is the client, not the portal
+    quiet = [(logging.getLogger(n), logging.getLogger(n).level) for n in ("httpx", "httpcore")]
+    for logger, _ in quiet:
+        logger.setLevel(logging.WARNING)
     try:
         yield handler
     finally:
         for logger, level in saved:
             logger.removeHandler(handler)
+            logger.setLevel(level)
+        for logger, level in quiet:
             logger.setLevel(level)
 
 
