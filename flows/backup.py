@@ -9,12 +9,18 @@ commit is then recorded in the control database (:mod:`storage.registry`), so a 
 deleted later is noticed. The format itself (keys, sealing, manifests) is
 :mod:`storage.snapshots`.
 
-A blob already in the bucket is reused only when the previous snapshot's manifest (which is
-authenticated) lists it; whatever else sits at a blob's name is overwritten and read back.
+A blob is named by a keyed hash of its content (``DataKeys.blob_name``), so a listing of the
+bucket reveals neither which known files a tenant holds nor which tenants hold the same one;
+the manifest keeps each document's plaintext SHA-256. A blob already in the bucket is reused
+only when the previous snapshot's manifest (which is authenticated) lists it; whatever else sits
+at a blob's name is overwritten and read back. A blob a format-1 snapshot named by its SHA-256
+is copied (server-side, once) to its keyed name when a later snapshot reuses it, so the plain
+hashes leave the listing once the old snapshots are pruned.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -31,7 +37,9 @@ from sources.documents import confined, iter_documents, open_blob
 from sources.tenants import tenant_key
 from storage import backup_store as layout
 from storage import objects
-from storage.keys import KeyWrapper
+from storage.datakeys import DataKeys
+from storage.key_registry import KeyRegistry
+from storage.key_store import KeyStore
 from storage.registry import SnapshotRegistry
 from storage.snapshots import (
     BLOB_OBJECT,
@@ -41,6 +49,9 @@ from storage.snapshots import (
     schema_b64,
     snapshot_time,
 )
+from storage.wrapping import KeyWrapper
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint(name: str) -> None:
@@ -57,9 +68,12 @@ class BackupSummary:
     documents: int = 0
     documents_missing: int = 0
     blobs_uploaded: int = 0
+    blobs_renamed: int = 0  # format-1 blobs copied to their keyed name
     bytes_uploaded: int = 0
     seconds: float = 0.0
+    data_key: int = 0  # the data key that sealed this snapshot's new objects
     tables: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 # -- backup ----------------------------------------------------------------------------------
@@ -80,11 +94,16 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
     if as_stored.id != tenant_id:  # one tenant, one spelling: prefixes, keys, locks use it
         raise BadInput(f"tenant {tenant_id!r} is stored as {as_stored.id!r}: use that id",
                        tenant_id=tenant_id)
-    dek = store.data_key(wrapper, tenant_id, create=True)
+    with KeyRegistry(ctx.settings.resolved_control_url()) as registry:
+        keys, notes = KeyStore(ctx.s3, bucket).data_keys(wrapper, tenant_id, create=True,
+                                                         registry=registry)
+    for note in notes:
+        log.warning(note)
     complete = store.list_snapshots(tenant_id)
-    previous = _previous(ctx, dek, tenant_id, complete)
+    previous = _previous(ctx, keys, tenant_id, complete)
     snapshot_id = _new_id(complete)
-    summary = BackupSummary(tenant_id=tenant_id, snapshot_id=snapshot_id)
+    summary = BackupSummary(tenant_id=tenant_id, snapshot_id=snapshot_id, warnings=notes,
+                            data_key=keys.active)
     prefix = layout.snapshot_prefix(tenant_id, snapshot_id)
     tables: list[dict[str, Any]] = []
     documents: list[dict[str, Any]] = []
@@ -109,7 +128,7 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
                 writer.close()
                 rows = writer.rows
 
-            sealed = store.seal(dek, tenant_id, prefix + name, object_name(snapshot_id, name),
+            sealed = store.seal(keys, tenant_id, prefix + name, object_name(snapshot_id, name),
                                 write)
             written.append(objects.StoredObject(prefix + name, sealed["ciphertext_bytes"],
                                                 sealed["ciphertext_sha256"]))
@@ -129,13 +148,13 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
         refs = confined(iter_documents(snap, ctx.catalog, key), ctx.catalog.config.documents,
                         tenant_id)
         for ref in refs:
-            entry = _backup_document(ctx, dek, tenant_id, ref, previous, blobs, written, summary)
+            entry = _backup_document(ctx, keys, tenant_id, ref, previous, blobs, written, summary)
             documents.append(entry)
             checkpoint("document")
     checkpoint("before-verify")
     for stored in written:  # read back every object this run wrote
         objects.verify(ctx.s3, bucket, stored, tenant_id)
-    _commit(ctx, dek, summary, {
+    _commit(ctx, keys, summary, {
         "format": FORMAT, "version": FORMAT_VERSION, "tenant_id": tenant_id,
         "snapshot_id": snapshot_id, "created_at": datetime.now(UTC).isoformat(),
         "source": ctx.engine.dialect.name, "tables": tables, "documents": documents,
@@ -145,13 +164,13 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
     return summary
 
 
-def _commit(ctx: RunContext, dek: bytes, summary: BackupSummary, manifest: dict[str, Any],
+def _commit(ctx: RunContext, keys: DataKeys, summary: BackupSummary, manifest: dict[str, Any],
             fence: Callable[[], None] | None) -> None:
     """Write the manifest (the commit marker), then record the commit in the control DB."""
     checkpoint("before-manifest")
     if fence is not None:
         fence()
-    sealed = ctx.store.write_manifest(dek, summary.tenant_id, summary.snapshot_id, manifest)
+    sealed = ctx.store.write_manifest(keys, summary.tenant_id, summary.snapshot_id, manifest)
     summary.bytes_uploaded += sealed["ciphertext_bytes"]
     try:
         with SnapshotRegistry(ctx.settings.resolved_control_url()) as registry:
@@ -182,16 +201,17 @@ def _new_id(complete: list[str]) -> str:
     return snapshot_id
 
 
-def _previous(ctx: S3Context, dek: bytes, tenant_id: str, complete: list[str]) -> Previous:
+def _previous(ctx: S3Context, keys: DataKeys, tenant_id: str, complete: list[str]
+              ) -> Previous:
     if not complete:
         return Previous()
-    manifest = ctx.store.read_manifest(dek, tenant_id, complete[-1])
+    manifest = ctx.store.read_manifest(keys, tenant_id, complete[-1])
     blobs: dict[str, dict[str, Any]] = manifest.get("blobs", {})
     return Previous({d["document_id"]: {**d, "blob_info": blobs.get(d.get("blob"))}
                      for d in manifest["documents"] if d.get("blob")}, blobs)
 
 
-def _backup_document(ctx: RunContext, dek: bytes, tenant_id: str, ref: Any,
+def _backup_document(ctx: RunContext, keys: DataKeys, tenant_id: str, ref: Any,
                      previous: Previous, blobs: dict[str, dict[str, Any]],
                      written: list[objects.StoredObject], summary: BackupSummary
                      ) -> dict[str, Any]:
@@ -208,8 +228,15 @@ def _backup_document(ctx: RunContext, dek: bytes, tenant_id: str, ref: Any,
     if before and before.get("blob_info") and (before.get("storage_key"), before.get("etag"),
                                                before.get("size")) == (
             ref.storage_key, info["etag"], info["size"]):
-        blobs[before["blob"]] = before["blob_info"]  # unchanged: reuse, upload nothing
-        return {**entry, "blob": before["blob"]}
+        sha = before.get("sha256") or before["blob"]  # format 1: the name is the SHA-256
+        name = keys.blob_name(tenant_id, sha)
+        if name == before["blob"] or name in blobs:  # unchanged: reuse, upload nothing
+            blobs.setdefault(name, before["blob_info"])
+        else:
+            _rename(ctx, keys, tenant_id, before["blob"], name, before["blob_info"], written)
+            blobs[name] = before["blob_info"]
+            summary.blobs_renamed += 1
+        return {**entry, "blob": name, "sha256": sha}
     chunks = open_blob(ctx.s3, docs_bucket, ref.storage_key)
     if chunks is None:  # deleted between HEAD and GET
         summary.documents_missing += 1
@@ -220,21 +247,38 @@ def _backup_document(ctx: RunContext, dek: bytes, tenant_id: str, ref: Any,
         for chunk in chunks:
             sink.write(chunk)
 
-    sealed = ctx.store.seal(dek, tenant_id, staging, BLOB_OBJECT, write)
+    sealed = ctx.store.seal(keys, tenant_id, staging, BLOB_OBJECT, write)
     sha = sealed["plaintext_sha256"]
+    name = keys.blob_name(tenant_id, sha)
     summary.bytes_uploaded += sealed["ciphertext_bytes"]
-    if sha in blobs:  # written (and to be verified) or reused earlier in this run
+    if name in blobs:  # written (and to be verified) or reused earlier in this run
         pass
-    elif sha in previous.blobs:  # the previous manifest vouches for the stored blob
-        blobs[sha] = previous.blobs[sha]
+    elif name in previous.blobs:  # the previous manifest vouches for the stored blob
+        blobs[name] = previous.blobs[name]
     else:  # whatever sits at the blob's name is unknown: overwrite it, read it back later
-        target = layout.blob_key(tenant_id, sha)
+        target = layout.blob_key(tenant_id, name)
         layout.copy(ctx.s3, bucket, staging, target, tenant_id, sealed["ciphertext_bytes"])
         summary.blobs_uploaded += 1
         written.append(objects.StoredObject(target, sealed["ciphertext_bytes"],
                                             sealed["ciphertext_sha256"]))
-        blobs[sha] = {"ciphertext_bytes": sealed["ciphertext_bytes"],
-                      "ciphertext_sha256": sealed["ciphertext_sha256"],
-                      "plaintext_bytes": sealed["plaintext_bytes"]}
+        blobs[name] = {"ciphertext_bytes": sealed["ciphertext_bytes"],
+                       "ciphertext_sha256": sealed["ciphertext_sha256"],
+                       "plaintext_bytes": sealed["plaintext_bytes"]}
     layout.delete(ctx.s3, bucket, staging, tenant_id)
-    return {**entry, "blob": sha}
+    return {**entry, "blob": name, "sha256": sha}
+
+
+def _rename(ctx: RunContext, keys: DataKeys, tenant_id: str, old: str, name: str,
+            info: dict[str, Any], written: list[objects.StoredObject]) -> None:
+    """Copy a format-1 blob (named by its plain SHA-256) to its keyed name. Its bytes are
+    unchanged (a format-1 object stays readable); they are checked against the ciphertext hash
+    the authenticated manifest recorded, or else decrypted and checked against the new name."""
+    bucket, target = ctx.settings.backup_bucket, layout.blob_key(tenant_id, name)
+    layout.copy(ctx.s3, bucket, layout.blob_key(tenant_id, old), target, tenant_id,
+                info.get("ciphertext_bytes"))
+    if info.get("ciphertext_sha256") and info.get("ciphertext_bytes") is not None:
+        written.append(objects.StoredObject(target, info["ciphertext_bytes"],
+                                            info["ciphertext_sha256"]))
+        return
+    for _ in ctx.store.decrypt_object(keys, tenant_id, target, BLOB_OBJECT):
+        pass

@@ -3,7 +3,9 @@
 Order matters: a forgotten snapshot is first marked forgotten in the control database (so its
 absence is not taken for a rollback), then its manifest is deleted (it stops being a snapshot
 at once), then the rest of its folder; blobs are deleted last, and only those no surviving
-manifest references. The newest verified snapshot is never deleted.
+manifest references (by object name: keyed names and the plain SHA-256 names of format 1 alike,
+so a format-1 blob goes once no surviving snapshot names it). The newest verified snapshot is
+never deleted.
 
 Prune never touches what a running backup may be writing. Staging objects, blobs and
 manifest-less snapshot folders are debris only once they are older than ``STALE_AFTER``, with
@@ -23,10 +25,10 @@ from flows.context import S3Context
 from flows.locks import HeldLock
 from storage import backup_store as store
 from storage import objects
-from storage.keys import KeyWrapper
 from storage.registry import SnapshotRegistry
 from storage.retention import RetentionPolicy, SnapshotInfo, plan_retention, unreferenced_blobs
 from storage.snapshots import snapshot_time
+from storage.wrapping import KeyWrapper
 
 STALE_AFTER = timedelta(hours=24)  # anything of a backup younger than this may be running
 
@@ -53,8 +55,8 @@ def prune_tenant(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, policy: Re
     stale = _stale_folders(ctx, tenant_id, set(complete), cutoff)
     blobs_to_delete: list[str] = []
     if keep:
-        dek = ctx.store.data_key(wrapper, tenant_id, create=False)
-        referenced = [[d["blob"] for d in ctx.store.read_manifest(dek, tenant_id, s)["documents"]
+        keys = ctx.store.data_key(wrapper, tenant_id, create=False)
+        referenced = [[d["blob"] for d in ctx.store.read_manifest(keys, tenant_id, s)["documents"]
                        if d.get("blob")] for s in keep]
         stored = [k.rsplit("/", 1)[-1] for k, modified in objects.list_objects(
             ctx.s3, bucket, store.tenant_prefix(tenant_id) + "blobs/", tenant_id)
@@ -81,8 +83,8 @@ def prune_tenant(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, policy: Re
                 aborted += objects.abort_uploads(ctx.s3, bucket, prefix, tenant_id)
         for prefix in stale:
             objects.delete_prefix(ctx.s3, bucket, prefix, tenant_id)
-        for sha in blobs_to_delete:
-            store.delete(ctx.s3, bucket, store.blob_key(tenant_id, sha), tenant_id)
+        for name in blobs_to_delete:
+            store.delete(ctx.s3, bucket, store.blob_key(tenant_id, name), tenant_id)
         for key in staging:
             store.delete(ctx.s3, bucket, key, tenant_id)
     return {"tenant_id": tenant_id, "dry_run": dry_run, "keep": keep, "forget": forget,

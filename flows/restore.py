@@ -5,16 +5,21 @@
 a snapshot recorded as committed but gone from the bucket is reported, and falling back to an
 older one than the newest recorded (a rollback) is a warning in the result.
 
-``restore`` verifies first, so a damaged snapshot writes nothing. Then, all or nothing:
+A restore verifies first, so a damaged snapshot writes nothing. Three modes
+(``docs/restore-runbook.md``): into an empty database, tables recreated (:mod:`sources.ddl`);
+``data_only``, into the platform's own schema (:mod:`sources.existing`); and in place, one
+tenant of the live platform put back to the snapshot (:mod:`sources.inplace`). Then, all or
+nothing:
 
-1. each document blob is decrypted into a staging object of the target bucket, its SHA-256
-   checked *inside* the upload (a mismatch aborts it: nothing becomes visible);
-2. the tables are created and loaded in one transaction, row counts checked;
+1. each document blob to write is decrypted into a staging object of the target bucket, its
+   SHA-256 checked *inside* the upload (a mismatch aborts it: nothing becomes visible);
+2. the tables are written in one transaction, row counts checked;
 3. only then, still inside the transaction, the staged documents are copied to their
-   ``storage_key`` and read back; then the transaction commits and the staging is deleted.
+   ``storage_key`` (an object they replace is first copied aside) and read back; then the
+   transaction commits and the staging is deleted.
 
 A failure at any step rolls the transaction back (a SQLite file the restore created is
-removed), deletes the staged and any published documents, and leaves the target as it was.
+removed), puts back or deletes what was published, and leaves the target as it was.
 """
 
 from __future__ import annotations
@@ -22,19 +27,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flows.context import S3Context
+from flows.context import RunContext, S3Context
 from kernel.dburl import describe_url
 from kernel.errors import BadInput, ControlDbError, ExportError, VerificationFailed
-from sources.loader import TableLoad, load_tables, open_target, taken_names
+from sources.catalog_config import CatalogConfig
+from sources.ddl import create_and_load
+from sources.documents import inside, key_prefix, shared_keys
+from sources.existing import load_existing
+from sources.inplace import replace_tenant
+from sources.loader import TableLoad, open_target, taken_names
+from sources.tables import ForeignKey
 from storage import backup_store as layout
 from storage import objects
-from storage.aead import SeekableDecryptor, object_associated_data
+from storage.aead import Keys, SeekableDecryptor, object_associated_data
 from storage.keys import KeyWrapper
 from storage.registry import SnapshotRegistry
 from storage.s3 import require_bucket
@@ -102,9 +113,9 @@ def verify_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str,
                      object_name(snapshot_id, table["object"]),
                      table["plaintext_bytes"], table["plaintext_sha256"])
         checked += 1
-    for sha in sorted({d["blob"] for d in manifest["documents"] if d.get("blob")}):
-        info = manifest["blobs"].get(sha, {})
-        _check_plain(ctx, dek, tenant_id, layout.blob_key(tenant_id, sha), BLOB_OBJECT,
+    for blob, sha in sorted(plaintext_hashes(manifest).items()):
+        info = manifest["blobs"].get(blob, {})
+        _check_plain(ctx, dek, tenant_id, layout.blob_key(tenant_id, blob), BLOB_OBJECT,
                      info.get("plaintext_bytes"), sha)
         checked += 1
     return {"tenant_id": tenant_id, "snapshot_id": snapshot_id, "objects": checked + 1,
@@ -112,7 +123,17 @@ def verify_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str,
             "ok": True, **state}
 
 
-def _check_plain(ctx: S3Context, dek: bytes, tenant_id: str, key: str, name: str,
+def plaintext_hashes(manifest: dict[str, Any]) -> dict[str, str]:
+    """The plaintext SHA-256 of each blob the documents use: the document's ``sha256`` when
+    the manifest records it (blobs may be named by a keyed hash), else the blob's name."""
+    hashes: dict[str, str] = {}
+    for doc in manifest["documents"]:
+        if doc.get("blob"):
+            hashes.setdefault(doc["blob"], doc.get("sha256") or doc["blob"])
+    return hashes
+
+
+def _check_plain(ctx: S3Context, dek: Keys, tenant_id: str, key: str, name: str,
                  size: int | None, sha256: str) -> None:
     digest, total = hashlib.sha256(), 0
     for piece in ctx.store.decrypt_object(dek, tenant_id, key, name):
@@ -128,14 +149,18 @@ def _check_plain(ctx: S3Context, dek: bytes, tenant_id: str, key: str, name: str
 
 
 def restore_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, target_url: str,
-                     snapshot_id: str | None = None,
-                     documents_bucket: str | None = None) -> dict[str, Any]:
-    """Rebuild the tenant's tables in ``target_url`` (and documents in a bucket), checked;
-    on any failure the target is left as it was."""
+                     snapshot_id: str | None = None, documents_bucket: str | None = None, *,
+                     data_only: bool = False) -> dict[str, Any]:
+    """Rebuild the tenant's tables in ``target_url`` (and documents in a bucket), checked; on
+    any failure the target is left as it was.
+
+    The target is an empty database, or with ``data_only`` one whose schema the platform's
+    migrations created and which holds none of the tenant's rows.
+    """
     engine = open_target(target_url, tenant_id)  # a wrong target fails now, not after hours
     documents: _Documents | None = None
     try:
-        taken = taken_names(engine)
+        taken = set() if data_only else taken_names(engine)
         if documents_bucket:  # must exist before any table is written
             require_bucket(ctx.s3, documents_bucket, "target documents", tenant_id)
         report = verify_snapshot(ctx, wrapper, tenant_id, snapshot_id)  # nothing written if bad
@@ -152,20 +177,90 @@ def restore_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, target
             documents.check_targets()
             documents.stage()
         loads = [_table_load(ctx, dek, tenant_id, snapshot_id, t) for t in manifest["tables"]]
-        rows = load_tables(engine, manifest["source"], loads, tenant_id,
-                           before_commit=documents.publish if documents else None)
+        publish = documents.publish if documents else None
+        if data_only:
+            loaded = load_existing(engine, loads, tenant_id, before_commit=publish,
+                                   owner_columns=_owner_columns(ctx, loads))
+            outcome: dict[str, Any] = {"rows": loaded.rows,
+                                       "sequences_advanced": loaded.sequences}
+            notes = loaded.warnings
+        else:
+            recreated = create_and_load(engine, manifest["source"], loads, tenant_id,
+                                        before_commit=publish)
+            outcome, notes = recreated.as_result(), recreated.warnings
     except BaseException as failure:
         if documents is not None:
             documents.discard(failure)
         raise
     finally:
         engine.dispose()
-    warnings = list(report["warnings"]) + (documents.finish() if documents else [])
-    return {**report, "target": describe_url(target_url), "rows": rows,
+    warnings = [*report["warnings"], *notes, *(documents.finish() if documents else [])]
+    return {**report, "mode": "data-only" if data_only else "new",
+            "target": describe_url(target_url), **outcome,
             "documents_restored": documents.restored if documents else 0, "warnings": warnings}
 
 
-def _table_load(ctx: S3Context, dek: bytes, tenant_id: str, snapshot_id: str,
+def restore_in_place(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str,
+                     snapshot_id: str | None = None, *,
+                     fence: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Put one tenant of the live platform back to a snapshot: its rows replaced (rows created
+    after the snapshot are removed), its documents rewritten where missing or different.
+
+    The caller holds the tenant lock; ``fence`` (its check) runs just before the commit.
+    """
+    tenant = ctx.check_tenant(tenant_id)
+    if tenant.id != tenant_id:  # one tenant, one spelling: the lock is taken on the stored id
+        raise BadInput(f"tenant {tenant_id!r} is stored as {tenant.id!r}: use that id",
+                       tenant_id=tenant_id)
+    bucket = ctx.settings.documents_bucket
+    require_bucket(ctx.s3, bucket, "documents", tenant_id)
+    report = verify_snapshot(ctx, wrapper, tenant_id, snapshot_id)  # nothing written if bad
+    snapshot_id = report["snapshot_id"]
+    dek = ctx.store.data_key(wrapper, tenant_id, create=False)
+    manifest = ctx.store.read_manifest(dek, tenant_id, snapshot_id)
+    documents = _Documents(ctx, dek, tenant_id, manifest, bucket, replacing=True)
+    rule = ctx.catalog.config.documents
+
+    def before_commit() -> None:
+        if fence is not None:
+            fence()
+        documents.publish()
+
+    try:
+        skipped = documents.confine(ctx)
+        documents.select_changed()
+        documents.stage()
+        loads = [_table_load(ctx, dek, tenant_id, snapshot_id, t) for t in manifest["tables"]]
+        replaced = replace_tenant(ctx.engine, ctx.catalog, tenant, loads,
+                                  collect=(rule.table, rule.key_column),
+                                  before_commit=before_commit)
+    except BaseException as failure:
+        documents.discard(failure)
+        raise
+    left = sorted({str(k) for k in replaced.collected if k} - set(documents.targets))
+    warnings = [*report["warnings"], *skipped, *replaced.warnings, *documents.finish()]
+    if left:
+        warnings.append(f"{len(left)} document object(s) of rows created after the snapshot "
+                        f"are left in bucket {bucket!r} (see documents_left): delete them once "
+                        "nobody needs them")
+    return {**report, "mode": "in-place", "target": describe_url(ctx.engine.url),
+            "rows": replaced.tables, **{f"rows_{what}": replaced.total(what) for what in (
+                "deleted", "updated", "inserted", "unchanged")},
+            "documents_rewritten": len(documents.chosen),
+            "documents_unchanged": len(documents.targets) - len(documents.chosen),
+            "documents_left": left, "sequences_advanced": replaced.sequences,
+            "warnings": warnings}
+
+
+def _owner_columns(ctx: S3Context, loads: list[TableLoad]) -> dict[str, str]:
+    """The column naming the tenant in each table (the tenants table: its id), by the catalog."""
+    config = CatalogConfig.load(ctx.settings.catalog)
+    owners = {t.name: config.tenant_column for t in loads if config.tenant_column in t.columns}
+    owners[config.tenants_table] = config.tenants_id_column
+    return owners
+
+
+def _table_load(ctx: S3Context, dek: Keys, tenant_id: str, snapshot_id: str,
                 table: dict[str, Any]) -> TableLoad:
     """A table of the manifest as the loader takes it: batches decrypted on demand."""
     key = layout.snapshot_prefix(tenant_id, snapshot_id) + table["object"]
@@ -179,25 +274,36 @@ def _table_load(ctx: S3Context, dek: bytes, tenant_id: str, snapshot_id: str,
 
     return TableLoad(name=table["name"], schema=schema_of(table),
                      primary_key=tuple(table.get("primary_key", [])),
-                     expected_rows=table["rows"], batches=batches)
+                     expected_rows=table["rows"], batches=batches,
+                     not_null=tuple(table.get("not_null", [])),
+                     foreign_keys=tuple(
+                         ForeignKey(tuple(fk["columns"]), fk["parent"],
+                                    tuple(fk["parent_columns"]), fk.get("origin", "database"))
+                         for fk in table.get("foreign_keys", [])),
+                     db_schema=table.get("db_schema"))
 
 
 class _Documents:
-    """The documents of one restore: staged and checked, published last, removed on failure."""
+    """The documents of one restore: staged and checked, published last (an object replaced is
+    copied aside first), undone on failure."""
 
-    def __init__(self, ctx: S3Context, dek: bytes, tenant_id: str, manifest: dict[str, Any],
-                 bucket: str) -> None:
+    def __init__(self, ctx: S3Context, dek: Keys, tenant_id: str, manifest: dict[str, Any],
+                 bucket: str, *, replacing: bool = False) -> None:
         self.ctx, self.dek, self.tenant_id, self.bucket = ctx, dek, tenant_id, bucket
+        self.replacing = replacing
         self.blobs: dict[str, dict[str, Any]] = manifest.get("blobs", {})
+        self.hashes = plaintext_hashes(manifest)
         self.staging = f"{RESTORE_STAGING}{tenant_id}/{uuid.uuid4().hex}/"
         self.docs = [d for d in manifest["documents"] if d.get("blob") and d.get("storage_key")]
-        self.targets: dict[str, str] = {}  # storage_key -> blob
+        self.targets: dict[str, dict[str, Any]] = {}  # storage_key -> its (first) document
         for doc in self.docs:
-            if self.targets.setdefault(doc["storage_key"], doc["blob"]) != doc["blob"]:
+            if self.targets.setdefault(doc["storage_key"], doc)["blob"] != doc["blob"]:
                 raise VerificationFailed(f"the manifest gives document key "
                                          f"{doc['storage_key']!r} two different blobs",
                                          tenant_id=tenant_id)
-        self.staged: dict[str, objects.StoredObject] = {}
+        self.chosen: list[str] = list(self.targets)  # the keys to write
+        self.staged: dict[str, objects.StoredObject] = {}  # blob -> staged object
+        self.aside: dict[str, tuple[str, int]] = {}  # key -> (copy of what it held, size)
         self.published: list[str] = []
         self.restored = 0
 
@@ -208,48 +314,100 @@ class _Documents:
                 raise BadInput(f"{self.bucket}/{key} already exists: restore documents into an "
                                "empty bucket (nothing was written)", tenant_id=self.tenant_id)
 
+    def confine(self, ctx: RunContext) -> list[str]:
+        """In the live bucket only the tenant's own objects are written: a key outside its
+        prefix is refused, and (keys not tenant-scoped) a key that rows of others also use is
+        left alone; warnings for those."""
+        rule = ctx.catalog.config.documents
+        prefix = key_prefix(rule, self.tenant_id)
+        outside = [k for k in self.targets if prefix is not None and not inside(k, prefix)]
+        if outside:
+            raise BadInput(f"the snapshot's document keys {', '.join(outside[:5])} lie outside "
+                           f"the tenant's prefix {prefix!r}: refusing to write them (nothing "
+                           "was changed)", tenant_id=self.tenant_id)
+        if prefix is not None:
+            return []
+        with ctx.snapshot() as snap:
+            shared = {r.storage_key for r in shared_keys(snap, ctx.catalog,
+                                                         ctx.check_tenant(self.tenant_id).key)}
+        kept = sorted(k for k in self.targets if k in shared)
+        self.targets = {k: d for k, d in self.targets.items() if k not in shared}
+        return [f"document {k!r} is also used by rows that are not tenant {self.tenant_id!r}'s: "
+                "left as it is" for k in kept]
+
+    def select_changed(self) -> None:
+        """Keep only keys whose object is missing or differs (size, then SHA-256; an object
+        with the ETag it had at backup time is the one backed up)."""
+        self.chosen = []
+        for key, doc in self.targets.items():
+            size = self.blobs.get(doc["blob"], {}).get("plaintext_bytes")
+            info = layout.head(self.ctx.s3, self.bucket, key, self.tenant_id)
+            if info is None or size is None or info["size"] != size:
+                self.chosen.append(key)
+            elif not (doc.get("etag") and info["etag"] == doc["etag"]):
+                digest = hashlib.sha256()
+                for piece in layout.chunks(self.ctx.s3, self.bucket, key, self.tenant_id):
+                    digest.update(piece)
+                if digest.hexdigest() != self.hashes[doc["blob"]]:
+                    self.chosen.append(key)
+
     def stage(self) -> None:
-        """Decrypt each blob into a staging object; its hash is checked before the upload
-        completes, so a blob swapped since ``verify`` never becomes an object."""
-        for doc in self.docs:
-            sha = doc["blob"]
-            if sha in self.staged:
+        """Decrypt each blob to write into a staging object; its hash is checked before the
+        upload completes, so a blob swapped since ``verify`` never becomes an object."""
+        for key in self.chosen:
+            doc = self.targets[key]
+            blob, sha = doc["blob"], self.hashes[doc["blob"]]
+            if blob in self.staged:
                 continue
-            key = self.staging + sha
-            size = self.blobs.get(sha, {}).get("plaintext_bytes")
-            with objects.upload(self.ctx.s3, self.bucket, key, tenant_id=self.tenant_id) as out:
-                for piece in self.ctx.store.decrypt_object(
-                        self.dek, self.tenant_id, layout.blob_key(self.tenant_id, sha),
-                        BLOB_OBJECT):
-                    out.write(piece)
+            staged = f"{self.staging}blob-{len(self.staged):06d}"
+            size = self.blobs.get(blob, {}).get("plaintext_bytes")
+            what = f"document {doc['document_id']} ({key!r})"
+            with objects.upload(self.ctx.s3, self.bucket, staged,
+                                tenant_id=self.tenant_id) as out:
+                try:
+                    for piece in self.ctx.store.decrypt_object(
+                            self.dek, self.tenant_id, layout.blob_key(self.tenant_id, blob),
+                            BLOB_OBJECT):
+                        out.write(piece)
+                except VerificationFailed as err:
+                    raise VerificationFailed(f"{what}: {err}; nothing was restored",
+                                             tenant_id=self.tenant_id) from err
                 if out.sha256 != sha or (size is not None and out.bytes != size):
                     raise VerificationFailed(
-                        f"document {doc['document_id']} ({doc['storage_key']!r}): blob {sha} "
-                        f"decrypts to {out.bytes} bytes sha256 {out.sha256}, the manifest says "
-                        f"{size} bytes sha256 {sha}; nothing was restored",
-                        tenant_id=self.tenant_id)
-            self.staged[sha] = objects.StoredObject(key, out.bytes, out.sha256)
+                        f"{what}: blob {blob} decrypts to {out.bytes} bytes sha256 "
+                        f"{out.sha256}, the manifest says {size} bytes sha256 {sha}; nothing "
+                        "was restored", tenant_id=self.tenant_id)
+            self.staged[blob] = objects.StoredObject(staged, out.bytes, out.sha256)
 
     def publish(self) -> None:
-        """Copy every staged document to its key and read it back (the tables are loaded and
-        counted, not yet committed)."""
-        for key, sha in self.targets.items():
-            staged = self.staged[sha]
+        """Copy every staged document to its key and read it back (the tables are written,
+        not yet committed); an object it replaces is copied aside first."""
+        s3, bucket, tenant = self.ctx.s3, self.bucket, self.tenant_id
+        for key in self.chosen:
+            staged = self.staged[self.targets[key]["blob"]]
+            current = layout.head(s3, bucket, key, tenant) if self.replacing else None
+            if current is not None:
+                aside = f"{self.staging}previous-{len(self.aside):06d}"
+                layout.copy(s3, bucket, key, aside, tenant, current["size"])
+                self.aside[key] = (aside, current["size"])
             self.published.append(key)  # before the copy: a failed copy may leave an object
-            layout.copy(self.ctx.s3, self.bucket, staged.key, key, self.tenant_id, staged.bytes)
-            objects.verify(self.ctx.s3, self.bucket,
-                           objects.StoredObject(key, staged.bytes, staged.sha256),
-                           self.tenant_id)
+            layout.copy(s3, bucket, staged.key, key, tenant, staged.bytes)
+            objects.verify(s3, bucket, objects.StoredObject(key, staged.bytes, staged.sha256),
+                           tenant)
         self.restored = len(self.docs)
 
     def discard(self, failure: BaseException) -> None:
-        """Remove staged and published documents; a cleanup failure is noted, never hides
-        ``failure``."""
+        """Put back or remove what was published, remove the staging; a cleanup failure is
+        noted, never hides ``failure``."""
+        s3, bucket, tenant = self.ctx.s3, self.bucket, self.tenant_id
         try:
             for key in self.published:
-                layout.delete(self.ctx.s3, self.bucket, key, self.tenant_id)
-            objects.abort_uploads(self.ctx.s3, self.bucket, self.staging, self.tenant_id)
-            objects.delete_prefix(self.ctx.s3, self.bucket, self.staging, self.tenant_id)
+                if key in self.aside:
+                    layout.copy(s3, bucket, self.aside[key][0], key, tenant, self.aside[key][1])
+                else:
+                    layout.delete(s3, bucket, key, tenant)
+            objects.abort_uploads(s3, bucket, self.staging, tenant)
+            objects.delete_prefix(s3, bucket, self.staging, tenant)
         except ExportError as err:
             note = (f"cleaning up the failed restore left objects in {self.bucket!r} "
                     f"(under {self.staging!r} or at published keys): {err}")

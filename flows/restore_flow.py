@@ -1,16 +1,26 @@
-"""Verify and restore flows: read a snapshot back, or rebuild a tenant from it."""
+"""Verify and restore flows: read a snapshot back, rebuild a tenant from it, or put one tenant
+of the live platform back to it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows import restore
-from flows.context import S3Context, current_settings
+from flows.context import RunContext, S3Context, current_settings
 from flows.keyring import master_key
+from flows.locks import tenant_lock
+from flows.observe import audit_if_possible, current_actor, open_metrics
 from flows.targets import resolve_target
+from kernel.dburl import describe_url
+from kernel.errors import BadInput
 from kernel.ids import validate_tenant_id
+from kernel.settings import Settings
+from storage.audit import AuditKind
+from storage.snapshots import snapshot_time
 
 
 @flow(name="verify_backup", flow_run_name="verify-{tenant_id}")
@@ -18,8 +28,11 @@ def verify_backup(tenant_id: str, snapshot_id: str | None = None) -> dict[str, A
     """Decrypt and check every object of a snapshot."""
     validate_tenant_id(tenant_id)
     settings = current_settings()
-    return _warned(restore.verify_snapshot(S3Context.open(settings), master_key(settings),
-                                           tenant_id, snapshot_id))
+    result = _warned(restore.verify_snapshot(S3Context.open(settings), master_key(settings),
+                                             tenant_id, snapshot_id))
+    with open_metrics(settings) as metrics:  # an old snapshot never resets the newest's age
+        metrics.backup_verified(tenant_id, snapshot_time(result["snapshot_id"]).timestamp())
+    return result
 
 
 def _warned(result: dict[str, Any]) -> dict[str, Any]:
@@ -31,8 +44,10 @@ def _warned(result: dict[str, Any]) -> dict[str, Any]:
 
 @flow(name="restore_backup", flow_run_name="restore-{tenant_id}")
 def restore_backup(tenant_id: str, target: str | None = None, snapshot_id: str | None = None,
-                   documents_bucket: str | None = None) -> dict[str, Any]:
-    """Restore a snapshot into an empty database (and documents into a bucket).
+                   documents_bucket: str | None = None, data_only: bool = False
+                   ) -> dict[str, Any]:
+    """Restore a snapshot into an empty database, or (``data_only``) into one whose schema the
+    platform's migrations created (and documents into a bucket).
 
     ``target`` names the database without carrying a credential: a URL without password,
     ``env:VARIABLE`` or ``secret:BLOCK`` (a Prefect Secret block); default:
@@ -41,5 +56,61 @@ def restore_backup(tenant_id: str, target: str | None = None, snapshot_id: str |
     validate_tenant_id(tenant_id)
     settings = current_settings()
     url = resolve_target(target, settings)
-    return _warned(restore.restore_snapshot(S3Context.open(settings), master_key(settings),
-                                            tenant_id, url, snapshot_id, documents_bucket))
+    mode = "data-only" if data_only else "empty-database"
+    with _audited(settings, tenant_id, mode, describe_url(url).split("?", 1)[0]) as done:
+        result = _warned(restore.restore_snapshot(S3Context.open(settings), master_key(settings),
+                                                  tenant_id, url, snapshot_id, documents_bucket,
+                                                  data_only=data_only))
+        done.update(snapshot_id=result.get("snapshot_id"),
+                    rows_count=sum(result.get("rows", {}).values()))
+    return result
+
+
+@flow(name="restore_in_place", flow_run_name="restore-in-place-{tenant_id}")
+def restore_in_place(tenant_id: str, snapshot_id: str | None = None, confirm: bool = False
+                     ) -> dict[str, Any]:
+    """Replace one tenant's rows in the live platform database with a snapshot's (rows created
+    since are removed) and rewrite its documents that are missing or differ, under the tenant
+    lock. ``confirm`` must be true: nothing is touched otherwise."""
+    validate_tenant_id(tenant_id)
+    if not confirm:
+        raise BadInput(f"an in-place restore replaces tenant {tenant_id!r}'s rows in the live "
+                       "platform database with the snapshot's (rows created since are "
+                       "removed): confirm it (--confirm); nothing was touched",
+                       tenant_id=tenant_id)
+    settings = current_settings()
+    wrapper = master_key(settings)
+    ctx = RunContext.open(settings)
+    try:
+        stored = ctx.check_tenant(tenant_id).id  # the lock is the stored id's
+        if stored != tenant_id:
+            raise BadInput(f"tenant {tenant_id!r} is stored as {stored!r}: use that id",
+                           tenant_id=tenant_id)
+        with (_audited(settings, tenant_id, "in-place", "the platform database") as done,
+              tenant_lock(tenant_id, settings.lock_wait_seconds,
+                          control_url=settings.resolved_control_url()) as held):
+            result = _warned(restore.restore_in_place(ctx, wrapper, tenant_id, snapshot_id,
+                                                      fence=held.check))
+            done.update(snapshot_id=result.get("snapshot_id"))
+            return result
+    finally:
+        ctx.close()
+
+
+@contextmanager
+def _audited(settings: Settings, tenant_id: str, mode: str, target: str
+             ) -> Iterator[dict[str, Any]]:
+    """``restore.completed`` (with what the block adds) or ``restore.failed`` with the reason:
+    the portal's "last restore test" reads these."""
+    actor = current_actor()
+    done: dict[str, Any] = {}
+    try:
+        yield done
+    except Exception as failure:
+        reason = str(failure).strip().splitlines()[0] if str(failure).strip() else (
+            type(failure).__name__)
+        audit_if_possible(settings, AuditKind.RESTORE_FAILED, tenant_id, actor, mode=mode,
+                          target=target, reason=reason)
+        raise
+    audit_if_possible(settings, AuditKind.RESTORE_COMPLETED, tenant_id, actor, mode=mode,
+                      target=target, **{k: v for k, v in done.items() if v is not None})

@@ -7,12 +7,24 @@ import os
 import re
 from typing import Any
 
-from kernel.dburl import has_password
+from kernel.dburl import has_password, normalize_url
 from kernel.errors import BadInput
 from kernel.settings import Settings
 
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _BLOCK = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_NOT_TARGETS = frozenset({"TENANT_EXPORT_CONTROL_URL", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"})
+"""Variables ending in ``_URL`` that are never a restore target (the control database, S3)."""
+
+
+def _checked(target: str, value: str) -> str:
+    """``value`` if it is a database URL; the refusal never quotes it (it may be a secret)."""
+    try:
+        normalize_url(value)
+    except BadInput:
+        raise BadInput(f"restore target {target!r} does not hold a database URL "
+                       "(sqlite:///... or postgresql://...)") from None
+    return value
 
 
 def resolve_target(target: str | None, settings: Settings) -> str:
@@ -33,11 +45,15 @@ def resolve_target(target: str | None, settings: Settings) -> str:
         name = target.removeprefix("env:")
         if not _VARIABLE.fullmatch(name):
             raise BadInput(f"restore target {target!r}: not an environment variable name")
+        if not name.endswith("_URL") or name in _NOT_TARGETS:
+            # anyone who can start a run names the variable: only database URLs may be read
+            raise BadInput(f"restore target {target!r}: the variable's name must end in _URL "
+                           "and not be the control database's or S3's")
         value = os.environ.get(name)  # the worker is the edge of a deployment's run
         if not value:
             raise BadInput(f"restore target {target!r}: variable {name} is not set where the "
                            "flow runs")
-        return value
+        return _checked(target, value)
     if target.startswith("secret:"):
         name = target.removeprefix("secret:")
         if not _BLOCK.fullmatch(name):
@@ -49,7 +65,7 @@ def resolve_target(target: str | None, settings: Settings) -> str:
             value = block.get()
         except ValueError as err:
             raise BadInput(f"restore target {target!r}: no Prefect Secret block {name!r}") from err
-        return str(value)
+        return _checked(target, str(value))
     if has_password(target):
         raise BadInput("restore target URL carries a password, which would be stored with the "
                        "run: use env:VARIABLE, secret:BLOCK or TENANT_EXPORT_RESTORE_TARGET_URL")

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = Field(
         default=None, description="Base64 32-byte key-encryption key, or a KMS key id."
     )
+    previous_master_key: SecretStr | None = Field(
+        default=None, description="The master key being retired (base64 or a KMS key id): "
+        "only `keys rewrap` reads with it, to rewrap every key record under master_key.")
+    kms_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TENANT_EXPORT_KMS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS"),
+        description="KMS endpoint (an emulator, a VPC endpoint); default: boto3's own rules.")
     restore_target_url: SecretStr | None = Field(
         default=None,
         description="Database URL a restore writes into when the run names no target (it may "

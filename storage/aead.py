@@ -1,12 +1,15 @@
 """Streaming AEAD for backup objects (format TXE1, ``docs/backup-format.md``).
 
 In the style of Tink's AES-GCM-HKDF streaming and age's STREAM: a per-object key derived with
-HKDF-SHA256 from the tenant's data key, a random salt and the caller's associated data; the
-plaintext cut into fixed-size segments, each sealed with AES-256-GCM under a nonce made of a
+HKDF-SHA256 from one of the tenant's data keys, a random salt and the caller's associated data;
+the plaintext cut into fixed-size segments, each sealed with AES-256-GCM under a nonce made of a
 random prefix, the segment counter and a last-segment flag, with the header as associated data.
 Reordering, swapping, duplicating or truncating segments, editing the header, and moving an
 object to another tenant or name all fail authentication. Memory stays bounded by one segment
 whatever the object's size.
+
+Version 2 (written) names the data key in the header, as Tink's keysets put a key id in every
+ciphertext, so a tenant's key can rotate; version 1 (read only) has one data key, key 1.
 """
 
 from __future__ import annotations
@@ -25,43 +28,70 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kernel.errors import TerminalError, VerificationFailed
+from storage.datakeys import FIRST_KEY_ID, DataKeys
 
 MAGIC = b"TXE1"
-VERSION = 1
+VERSION = 2
+LEGACY_VERSION = 1
 SALT_BYTES = 32
 NONCE_PREFIX_BYTES = 7
 TAG_BYTES = 16
-HEADER = struct.Struct(">4sBI32s7s")  # magic, version, segment size, salt, nonce prefix
-HEADER_BYTES = HEADER.size  # 48
+HEADER_V1 = struct.Struct(">4sBI32s7s")  # magic, version, segment size, salt, nonce prefix
+HEADER_V2 = struct.Struct(">4sBII32s7s")  # magic, version, segment size, key id, salt, prefix
+HEADERS = {LEGACY_VERSION: HEADER_V1, VERSION: HEADER_V2}
+HEADER_BYTES = HEADER_V2.size  # 52: what this version writes
+HEADER_BYTES_V1 = HEADER_V1.size  # 48
 SEGMENT_SIZE = 1024 * 1024
 MIN_SEGMENT_SIZE = 16
 MAX_SEGMENT_SIZE = 64 * 1024 * 1024  # a reader refuses more: a header must not dictate memory
 MAX_SEGMENTS = 2**32  # the counter is 4 bytes
-HKDF_INFO_PREFIX = b"tenant-export/v1/"
-DATA_KEY_BYTES = 32
+HKDF_INFO_PREFIXES = {LEGACY_VERSION: b"tenant-export/v1/", VERSION: b"tenant-export/v2/"}
+Keys = DataKeys | bytes
+"""What seals or opens objects: a tenant's data keys, or one bare key (data key 1)."""
 
 
 @dataclass(frozen=True)
 class Header:
-    """The 48-byte header that starts every encrypted object."""
+    """The header that starts every encrypted object (52 bytes; 48 in version 1)."""
 
     segment_size: int
     salt: bytes
     nonce_prefix: bytes
+    key_id: int = FIRST_KEY_ID
+    version: int = VERSION
+
+    @property
+    def size(self) -> int:
+        return HEADERS[self.version].size
 
     def pack(self) -> bytes:
-        return HEADER.pack(MAGIC, VERSION, self.segment_size, self.salt, self.nonce_prefix)
+        if self.version == LEGACY_VERSION:
+            return HEADER_V1.pack(MAGIC, self.version, self.segment_size, self.salt,
+                                  self.nonce_prefix)
+        return HEADER_V2.pack(MAGIC, self.version, self.segment_size, self.key_id, self.salt,
+                              self.nonce_prefix)
 
     @classmethod
     def parse(cls, data: bytes) -> Header:
-        """Raises ``VerificationFailed`` on a short header, bad magic/version or segment size."""
-        if len(data) < HEADER_BYTES:
+        """Raises ``VerificationFailed`` on a short header, bad magic/version, segment size or
+        key id (0 is never a key id)."""
+        if len(data) < 5:
             raise VerificationFailed(f"truncated: header has {len(data)} of {HEADER_BYTES} bytes")
-        magic, version, segment_size, salt, prefix = HEADER.unpack(data[:HEADER_BYTES])
-        if magic != MAGIC or version != VERSION:
+        magic, version = data[:4], data[4]
+        layout = HEADERS.get(version)
+        if magic != MAGIC or layout is None:
             raise VerificationFailed(f"bad magic/version {magic!r}/{version}: not a TXE1 object")
+        if len(data) < layout.size:
+            raise VerificationFailed(f"truncated: header has {len(data)} of {layout.size} bytes")
+        if version == LEGACY_VERSION:
+            _, _, segment_size, salt, prefix = HEADER_V1.unpack(data[:layout.size])
+            key_id = FIRST_KEY_ID
+        else:
+            _, _, segment_size, key_id, salt, prefix = HEADER_V2.unpack(data[:layout.size])
+            if key_id == 0:
+                raise VerificationFailed("bad key id 0 in the header: data keys count from 1")
         _check_segment_size(segment_size, VerificationFailed)
-        return cls(segment_size, salt, prefix)
+        return cls(segment_size, salt, prefix, key_id, version)
 
 
 def _check_segment_size(size: int, error: type[Exception]) -> None:
@@ -69,21 +99,16 @@ def _check_segment_size(size: int, error: type[Exception]) -> None:
         raise error(f"segment size {size} outside {MIN_SEGMENT_SIZE}..{MAX_SEGMENT_SIZE} bytes")
 
 
-def _check_data_key(dek: bytes) -> None:
-    if len(dek) != DATA_KEY_BYTES:
-        raise TerminalError(f"a data key must be {DATA_KEY_BYTES} bytes, got {len(dek)}")
-
-
 class _SegmentCipher:
     """AES-256-GCM under the per-object key; knows the nonce rule of the format."""
 
-    def __init__(self, dek: bytes, header: Header, associated_data: bytes) -> None:
-        _check_data_key(dek)
+    def __init__(self, keys: Keys, header: Header, associated_data: bytes) -> None:
+        dek = DataKeys.of(keys).key(header.key_id)
         key = HKDF(
             algorithm=hashes.SHA256(),
             length=32,
             salt=header.salt,
-            info=HKDF_INFO_PREFIX + bytes(associated_data),
+            info=HKDF_INFO_PREFIXES[header.version] + bytes(associated_data),
         ).derive(dek)
         self._aead = AESGCM(key)
         self._prefix = header.nonce_prefix
@@ -132,15 +157,17 @@ def object_associated_data(tenant_id: str, object_name: str) -> bytes:
     return f"{tenant_id}\0{object_name}".encode()
 
 
-def ciphertext_size(plaintext_size: int, segment_size: int = SEGMENT_SIZE) -> int:
+def ciphertext_size(plaintext_size: int, segment_size: int = SEGMENT_SIZE,
+                    header_bytes: int = HEADER_BYTES) -> int:
     """Size of the encrypted object for a plaintext of ``plaintext_size`` bytes."""
     segments = max(1, -(-plaintext_size // segment_size))
-    return HEADER_BYTES + plaintext_size + segments * TAG_BYTES
+    return header_bytes + plaintext_size + segments * TAG_BYTES
 
 
-def plaintext_size(ciphertext_bytes: int, segment_size: int) -> int:
+def plaintext_size(ciphertext_bytes: int, segment_size: int,
+                   header_bytes: int = HEADER_BYTES) -> int:
     """Inverse of :func:`ciphertext_size`; raises ``VerificationFailed`` on an impossible size."""
-    body = ciphertext_bytes - HEADER_BYTES
+    body = ciphertext_bytes - header_bytes
     full = segment_size + TAG_BYTES
     segments = max(1, -(-body // full))
     last = body - (segments - 1) * full
@@ -163,14 +190,16 @@ class EncryptingWriter(io.RawIOBase):
     """
 
     def __init__(
-        self, sink: Any, dek: bytes, associated_data: bytes, *, segment_size: int = SEGMENT_SIZE
+        self, sink: Any, keys: Keys, associated_data: bytes, *, segment_size: int = SEGMENT_SIZE
     ) -> None:
         super().__init__()
         _check_segment_size(segment_size, TerminalError)
+        keys = DataKeys.of(keys)
         self._sink = sink
         self.segment_size = segment_size
-        self._header = Header(segment_size, os.urandom(SALT_BYTES), os.urandom(NONCE_PREFIX_BYTES))
-        self._cipher = _SegmentCipher(dek, self._header, associated_data)
+        self._header = Header(segment_size, os.urandom(SALT_BYTES), os.urandom(NONCE_PREFIX_BYTES),
+                              keys.active)
+        self._cipher = _SegmentCipher(keys, self._header, associated_data)
         self._buffer = bytearray()
         self.max_buffered = 0  # high-water mark of the plaintext buffer, for tests and bench
         self._index = 0
@@ -252,8 +281,10 @@ class EncryptingWriter(io.RawIOBase):
             view = view[written:]
 
 
-def decrypt_stream(chunks: Iterable[bytes], dek: bytes, associated_data: bytes) -> Iterator[bytes]:
-    """Yield the plaintext segment by segment from ciphertext chunks of any size.
+def decrypt_stream(chunks: Iterable[bytes], keys: Keys, associated_data: bytes
+                   ) -> Iterator[bytes]:
+    """Yield the plaintext segment by segment from ciphertext chunks of any size (version 1 or
+    2; the data key is the one the header names).
 
     Each yielded piece is authenticated, but the object as a whole is only once the iterator is
     exhausted without error (the final segment is checked last): do not publish before then.
@@ -277,8 +308,8 @@ def decrypt_stream(chunks: Iterable[bytes], dek: bytes, associated_data: bytes) 
 
     fill(HEADER_BYTES)
     header = Header.parse(bytes(buffer[:HEADER_BYTES]))
-    del buffer[:HEADER_BYTES]
-    cipher = _SegmentCipher(dek, header, associated_data)
+    del buffer[:header.size]
+    cipher = _SegmentCipher(keys, header, associated_data)
     full = header.segment_size + TAG_BYTES
     index = 0
     while True:
@@ -306,16 +337,17 @@ class SeekableDecryptor(io.RawIOBase):
         self,
         read_range: Callable[[int, int], bytes],
         ciphertext_size: int,
-        dek: bytes,
+        keys: Keys,
         associated_data: bytes,
     ) -> None:
         super().__init__()
         self._read_range = read_range
         self._ciphertext_size = ciphertext_size
         header = Header.parse(self._fetch(0, min(HEADER_BYTES, ciphertext_size)))
-        self._cipher = _SegmentCipher(dek, header, associated_data)
+        self._cipher = _SegmentCipher(keys, header, associated_data)
+        self._header_bytes = header.size
         self._segment_size = header.segment_size
-        self._size = plaintext_size(ciphertext_size, header.segment_size)
+        self._size = plaintext_size(ciphertext_size, header.segment_size, header.size)
         self._segments = max(1, -(-self._size // self._segment_size))
         self._pos = 0
         self._cached: tuple[int, bytes] | None = None
@@ -368,7 +400,7 @@ class SeekableDecryptor(io.RawIOBase):
         if self._cached is not None and self._cached[0] == index:
             return self._cached[1]
         full = self._segment_size + TAG_BYTES
-        start = HEADER_BYTES + index * full
+        start = self._header_bytes + index * full
         end = min(start + full, self._ciphertext_size)
         final = index == self._segments - 1
         plaintext = self._cipher.open(index, self._fetch(start, end), final=final)

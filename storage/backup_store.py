@@ -1,9 +1,11 @@
-"""Backup objects in S3: layout, data-key records, ranges and server-side copies.
+"""Backup objects in S3: layout, key records, ranges and server-side copies.
 
 Layout of one tenant under the backup bucket (``docs/backup-format.md``)::
 
-    backups/<tenant>/keys/data-key.json                  wrapped data key (delete = crypto-shred)
-    backups/<tenant>/blobs/<sha256>                       one encrypted document, content-addressed
+    backups/<tenant>/keys/data-key.json                  key record: every data key, wrapped
+                                                         (delete all versions = crypto-shred)
+    backups/<tenant>/blobs/<name>                         one encrypted document, named by the
+                                                         keyed hash of its content
     backups/<tenant>/snapshots/<id>/tables/<table>.parquet   encrypted Parquet, one per table
     backups/<tenant>/snapshots/<id>/manifest.json         encrypted manifest, written last
     backups/<tenant>/staging/<random>                     blobs being written (never referenced)
@@ -30,13 +32,15 @@ def tenant_prefix(tenant_id: str) -> str:
 
 
 def key_record_key(tenant_id: str) -> str:
-    """Where the tenant's wrapped data key lives."""
+    """Where the tenant's key record lives (its own folder: versioning and access rules for
+    key records can differ from those of the backup objects)."""
     return f"{tenant_prefix(tenant_id)}keys/data-key.json"
 
 
-def blob_key(tenant_id: str, sha256: str) -> str:
-    """A document's encrypted blob, named by the SHA-256 of its plaintext."""
-    return f"{tenant_prefix(tenant_id)}blobs/{sha256}"
+def blob_key(tenant_id: str, name: str) -> str:
+    """A document's encrypted blob, by its name (``DataKeys.blob_name``; in format 1 the
+    SHA-256 of its plaintext)."""
+    return f"{tenant_prefix(tenant_id)}blobs/{name}"
 
 
 def snapshot_prefix(tenant_id: str, snapshot_id: str) -> str:

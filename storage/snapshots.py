@@ -2,13 +2,15 @@
 
 This module knows how a snapshot is laid out and encrypted in the backup bucket; what goes into
 a snapshot (tables, documents) is the recipe's business (``flows/backup.py``). Every object is
-sealed with the tenant's data key and named in its associated data, so an object moved to
-another name or tenant fails authentication.
+sealed with the tenant's active data key and named in its associated data, so an object moved
+to another name or tenant fails authentication; blobs, whose name is their content's keyed
+hash, are checked against their name instead.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,19 +18,21 @@ from datetime import UTC, datetime
 from typing import IO, Any, cast
 
 import pyarrow as pa
-from botocore.exceptions import BotoCoreError, ClientError
 
 from kernel.errors import BadInput, StorageError, VerificationFailed
 from kernel.ids import validate_tenant_id
-from kernel.s3errors import PRECONDITION_CODES, error_code, raise_storage
 from storage import backup_store as layout
 from storage import objects
-from storage.aead import EncryptingWriter, decrypt_stream, object_associated_data
-from storage.keys import KeyWrapper, new_data_key
+from storage.aead import EncryptingWriter, Keys, decrypt_stream, object_associated_data
+from storage.datakeys import DataKeys
+from storage.key_registry import KeyRegistry
+from storage.key_store import KeyStore
+from storage.wrapping import KeyWrapper
 
 FORMAT = "tenant-export-snapshot"
-FORMAT_VERSION = 1
-BLOB_OBJECT = "blob"  # associated data of blobs: their name is checked as the plaintext hash
+FORMAT_VERSION = 2  # documents carry "sha256"; blobs are named by a keyed hash
+READABLE_VERSIONS = (1, 2)
+BLOB_OBJECT = "blob"  # associated data of blobs: their name is checked against the content
 
 
 def snapshot_time(snapshot_id: str) -> datetime:
@@ -60,71 +64,57 @@ class SnapshotStore:
 
     # -- keys --------------------------------------------------------------------------------
 
-    def data_key(self, wrapper: KeyWrapper, tenant_id: str, *, create: bool) -> bytes:
-        """The tenant's data key, unwrapped; created (and stored wrapped) on the first backup.
+    def data_key(self, wrapper: KeyWrapper, tenant_id: str, *, create: bool,
+                 registry: KeyRegistry | None = None) -> DataKeys:
+        """The tenant's data keys, unwrapped; created (stored wrapped) on the first backup.
 
         A key is created only for a tenant with nothing in the bucket: when the record is gone
         but snapshots or blobs remain, a new key would leave them unreadable for ever, so the
         record's absence is an error to repair (an older object version, a copy), not a start.
+        With ``registry`` the record is also checked against the keys the control database
+        remembers (:mod:`storage.key_store`).
         """
-        key = layout.key_record_key(tenant_id)
-        if layout.head(self.s3, self.bucket, key, tenant_id) is None:
-            if not create:
-                raise VerificationFailed(f"{key}: no data key for tenant {tenant_id!r}, so no "
-                                         "backup can be read (never backed up, or purged)",
-                                         tenant_id=tenant_id)
-            self._refuse_orphaning(key, tenant_id)
-            dek = new_data_key()
-            try:  # only if still absent: overwriting a data key would orphan every snapshot
-                self.s3.put_object(Bucket=self.bucket, Key=key, Body=wrapper.wrap(dek, tenant_id),
-                                   ContentType="application/json", IfNoneMatch="*")
-                return dek
-            except ClientError as err:
-                if error_code(err) not in PRECONDITION_CODES:
-                    raise_storage(err, f"writing {key!r} to {self.bucket!r}", tenant_id)
-            except BotoCoreError as err:
-                raise_storage(err, f"writing {key!r} to {self.bucket!r}", tenant_id)
-        try:
-            return wrapper.unwrap(objects.read_bytes(self.s3, self.bucket, key, tenant_id),
-                                  tenant_id)
-        except VerificationFailed as err:
-            raise VerificationFailed(f"{key}: {err}", tenant_id=tenant_id) from err
-
-    def _refuse_orphaning(self, key: str, tenant_id: str) -> None:
-        """Refuse to create a data key while objects encrypted under a lost one remain."""
-        found = [kind for kind in ("snapshots", "blobs") if objects.has_objects(
-            self.s3, self.bucket, f"{layout.tenant_prefix(tenant_id)}{kind}/", tenant_id)]
-        if found:
-            raise VerificationFailed(
-                f"{key}: the data-key record of tenant {tenant_id!r} is missing, but the tenant "
-                f"still has backup {' and '.join(found)} encrypted under it; a new key would "
-                "make them unreadable, so none was created. Put the record back (an older "
-                "object version or a copy); to start afresh instead, delete the tenant's "
-                f"{layout.tenant_prefix(tenant_id)} first", tenant_id=tenant_id)
+        return KeyStore(self.s3, self.bucket).data_keys(wrapper, tenant_id, create=create,
+                                                        registry=registry)[0]
 
     # -- sealed objects ------------------------------------------------------------------------
 
-    def seal(self, dek: bytes, tenant_id: str, key: str, name: str,
+    def seal(self, keys: Keys, tenant_id: str, key: str, name: str,
              write: Callable[[IO[bytes]], None]) -> dict[str, Any]:
-        """Stream ``write``'s plaintext, encrypted, to ``key``; returns sizes and hashes."""
+        """Stream ``write``'s plaintext, encrypted under the active data key, to ``key``;
+        returns sizes and hashes."""
         with (objects.upload(self.s3, self.bucket, key, tenant_id=tenant_id) as out,
-              EncryptingWriter(out, dek, object_associated_data(tenant_id, name)) as enc):
+              EncryptingWriter(out, keys, object_associated_data(tenant_id, name)) as enc):
             write(cast(IO[bytes], enc))
         return {"plaintext_bytes": enc.plaintext_bytes, "plaintext_sha256": enc.plaintext_sha256,
                 "ciphertext_bytes": out.bytes, "ciphertext_sha256": out.sha256}
 
-    def decrypt_object(self, dek: bytes, tenant_id: str, key: str, name: str
+    def decrypt_object(self, keys: Keys, tenant_id: str, key: str, name: str
                        ) -> Iterator[bytes]:
-        """An object's plaintext, streamed; ``VerificationFailed`` names the object."""
+        """An object's plaintext, streamed; ``VerificationFailed`` names the object.
+
+        A blob (``name`` :data:`BLOB_OBJECT`) is also checked against its object name once
+        its last segment is read: the name must be the blob name of the plaintext (keyed, or
+        the plain SHA-256 of a version-1 blob), else it was copied over another blob.
+        """
+        digest = hashlib.sha256() if name == BLOB_OBJECT else None
         try:
-            yield from decrypt_stream(layout.chunks(self.s3, self.bucket, key, tenant_id),
-                                      dek, object_associated_data(tenant_id, name))
+            for piece in decrypt_stream(layout.chunks(self.s3, self.bucket, key, tenant_id),
+                                        keys, object_associated_data(tenant_id, name)):
+                if digest is not None:
+                    digest.update(piece)
+                yield piece
         except (VerificationFailed, StorageError) as err:
             raise VerificationFailed(f"{key}: {err}", tenant_id=tenant_id) from err
+        if digest is not None and not DataKeys.of(keys).names(
+                tenant_id, key.rsplit("/", 1)[-1], digest.hexdigest()):
+            raise VerificationFailed(f"{key}: the blob's content (sha256 {digest.hexdigest()}) "
+                                     "does not match its name: it was copied over another blob",
+                                     tenant_id=tenant_id)
 
     # -- manifests -----------------------------------------------------------------------------
 
-    def write_manifest(self, dek: bytes, tenant_id: str, snapshot_id: str,
+    def write_manifest(self, keys: Keys, tenant_id: str, snapshot_id: str,
                        manifest: dict[str, Any]) -> dict[str, Any]:
         """Seal the manifest (the commit marker of a snapshot) and read it back."""
         data = json.dumps(manifest, sort_keys=True).encode()
@@ -133,20 +123,24 @@ class SnapshotStore:
         def write(sink: IO[bytes]) -> None:
             sink.write(data)
 
-        sealed = self.seal(dek, tenant_id, key, object_name(snapshot_id, layout.MANIFEST), write)
+        sealed = self.seal(keys, tenant_id, key, object_name(snapshot_id, layout.MANIFEST), write)
         objects.verify(self.s3, self.bucket, objects.StoredObject(
             key, sealed["ciphertext_bytes"], sealed["ciphertext_sha256"]), tenant_id)
         return sealed
 
-    def read_manifest(self, dek: bytes, tenant_id: str, snapshot_id: str) -> dict[str, Any]:
+    def read_manifest(self, keys: Keys, tenant_id: str, snapshot_id: str) -> dict[str, Any]:
         """Decrypt and parse a snapshot's manifest (``VerificationFailed`` names it)."""
         key = layout.snapshot_prefix(tenant_id, snapshot_id) + layout.MANIFEST
-        data = b"".join(self.decrypt_object(dek, tenant_id, key,
+        data = b"".join(self.decrypt_object(keys, tenant_id, key,
                                             object_name(snapshot_id, layout.MANIFEST)))
         manifest: dict[str, Any] = json.loads(data)
         if (manifest.get("format"), manifest.get("tenant_id"), manifest.get("snapshot_id")) != (
                 FORMAT, tenant_id, snapshot_id):
             raise VerificationFailed(f"{key}: not the manifest of snapshot {snapshot_id}",
+                                     tenant_id=tenant_id)
+        if manifest.get("version") not in READABLE_VERSIONS:
+            raise VerificationFailed(f"{key}: manifest version {manifest.get('version')!r} is "
+                                     f"not supported (reads {READABLE_VERSIONS})",
                                      tenant_id=tenant_id)
         return manifest
 

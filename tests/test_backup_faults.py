@@ -2,7 +2,8 @@
 
 Tampering: objects of a committed snapshot are altered directly in the backup bucket (a flipped
 byte, truncation at and inside a segment, two segments swapped, another tenant's object copied
-over ours, the manifest damaged, the data-key record deleted). ``verify`` and ``restore`` must
+over ours, the manifest damaged, the key record deleted, edited or replaced by another
+tenant's). ``verify`` and ``restore`` must
 both fail with ``VerificationFailed`` naming the object, and restore must write nothing: no
 table in the target database, no object in the target documents bucket.
 
@@ -14,6 +15,7 @@ restores, and ``prune`` clears what the killed run left behind.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -216,8 +218,23 @@ def delete_data_key(b: Backed) -> str:
     return key
 
 
+def edit_key_record(b: Backed) -> str:
+    """A field the wraps do not cover (a time) edited: the record's MAC catches it."""
+    key = store.key_record_key("t-1")
+    record = json.loads(get(b.platform, key))
+    record["data_keys"][0]["created_at"] = "2020-01-01T00:00:00Z"
+    put(b.platform, key, json.dumps(record).encode())
+    return key
+
+
+def t2_key_record_over_t1(b: Backed) -> str:
+    key = store.key_record_key("t-1")
+    copy_over(b.platform, store.key_record_key("t-2"), key)
+    return key
+
+
 Tamper = Callable[[Backed], str]
-NEEDS_T2 = {t2_table_over_t1, t2_blob_over_t1}
+NEEDS_T2 = {t2_table_over_t1, t2_blob_over_t1, t2_key_record_over_t1}
 
 TAMPERS = [
     pytest.param(flip_table_byte, id="flip-table-byte"),
@@ -232,6 +249,8 @@ TAMPERS = [
     pytest.param(own_table_over_another, id="own-table-over-another"),
     pytest.param(flip_manifest_byte, id="flip-manifest-byte"),
     pytest.param(delete_data_key, id="delete-data-key"),
+    pytest.param(edit_key_record, id="edit-key-record"),
+    pytest.param(t2_key_record_over_t1, id="t2-key-record-over-t1"),
 ]
 
 

@@ -1,4 +1,6 @@
-"""Envelope keys and the TXE1 streaming AEAD (storage.keys, storage.aead)."""
+"""Envelope keys and the TXE1 streaming AEAD (storage.keys, storage.aead): round trips,
+tampering, the writer's behaviour, random access, memory, data key ids in the header (format 2)
+and the local key wrapper. The documented test vectors are in tests/test_format_vectors.py."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import base64
 import gc
 import hashlib
 import io
-import json
 import os
 import struct
 import tracemalloc
@@ -15,31 +16,34 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from kernel.errors import BadInput, TerminalError, VerificationFailed
 from storage.aead import (
     HEADER_BYTES,
+    HEADER_BYTES_V1,
     MAX_SEGMENT_SIZE,
     SEGMENT_SIZE,
     TAG_BYTES,
     EncryptingWriter,
+    Keys,
     SeekableDecryptor,
     ciphertext_size,
     decrypt_stream,
     object_associated_data,
     plaintext_size,
 )
+from storage.datakeys import DataKeys
 from storage.keys import (
     KeyWrapper,
     KmsKeyWrapper,
     LocalKeyWrapper,
+    WrapContext,
+    Wrapped,
     generate_master_key,
     new_data_key,
     parse_master_key,
 )
+from tests.test_format_vectors import encrypt_v1, reference_decrypt
 
 SEG = 64
 DEK = bytes(range(32))
@@ -47,7 +51,7 @@ AD = object_associated_data("t-42", "tables/members.parquet")
 
 
 def encrypt(
-    plaintext: bytes, *, dek: bytes = DEK, ad: bytes = AD, seg: int = SEG, piece: int = 7
+    plaintext: bytes, *, dek: Keys = DEK, ad: bytes = AD, seg: int = SEG, piece: int = 7
 ) -> bytes:
     sink = io.BytesIO()
     with EncryptingWriter(sink, dek, ad, segment_size=seg) as writer:
@@ -56,7 +60,7 @@ def encrypt(
     return sink.getvalue()
 
 
-def decrypt(ciphertext: bytes, *, dek: bytes = DEK, ad: bytes = AD, chunk: int = 1000) -> bytes:
+def decrypt(ciphertext: bytes, *, dek: Keys = DEK, ad: bytes = AD, chunk: int = 1000) -> bytes:
     chunks = (ciphertext[i : i + chunk] for i in range(0, len(ciphertext), chunk))
     return b"".join(decrypt_stream(chunks, dek, ad))
 
@@ -66,7 +70,7 @@ def segments(ciphertext: bytes, seg: int = SEG) -> list[bytes]:
     return [body[i : i + seg + TAG_BYTES] for i in range(0, len(body), seg + TAG_BYTES)]
 
 
-def seekable(ciphertext: bytes, *, dek: bytes = DEK, ad: bytes = AD) -> SeekableDecryptor:
+def seekable(ciphertext: bytes, *, dek: Keys = DEK, ad: bytes = AD) -> SeekableDecryptor:
     return SeekableDecryptor(lambda s, e: ciphertext[s:e], len(ciphertext), dek, ad)
 
 
@@ -117,13 +121,14 @@ def test_decrypt_yields_segment_by_segment() -> None:
 
 def test_every_object_gets_fresh_salt_and_nonce_prefix() -> None:
     first, second = encrypt(b"same"), encrypt(b"same")
-    assert first[9:48] != second[9:48]
+    assert first[13:45] != second[13:45] and first[45:52] != second[45:52]
     assert first[HEADER_BYTES:] != second[HEADER_BYTES:]
 
 
-def test_default_segment_size_is_one_mib() -> None:
+def test_default_segment_size_is_one_mib_and_the_header_names_the_key() -> None:
     ciphertext = encrypt(b"x", seg=SEGMENT_SIZE)
-    assert ciphertext[:9] == b"TXE1\x01" + struct.pack(">I", 1024 * 1024)
+    assert HEADER_BYTES == 52
+    assert ciphertext[:13] == b"TXE1\x02" + struct.pack(">II", 1024 * 1024, 1)
 
 
 # --- tampering: every case must raise VerificationFailed ---------------------------------------
@@ -148,8 +153,10 @@ def test_flipping_any_single_byte_fails() -> None:
     [
         (0, "bad magic/version"),
         (4, "bad magic/version"),
+        (9, "sealed under data key 2147483649, which the tenant's key record does not hold"),
+        (12, "sealed under data key 129"),  # the data key id
         (20, "segment 0 fails authentication"),  # salt
-        (44, "segment 0 fails authentication"),  # nonce prefix
+        (48, "segment 0 fails authentication"),  # nonce prefix
         (HEADER_BYTES + 2 * (SEG + TAG_BYTES) + 30, "segment 2 fails authentication"),
         (len(CIPHER) - 1, "segment 4 fails authentication"),  # tag of the final segment
     ],
@@ -283,9 +290,73 @@ def test_segment_from_another_object_fails() -> None:
 
 
 def test_oversized_segment_size_in_header_is_refused() -> None:
-    header = b"TXE1\x01" + struct.pack(">I", MAX_SEGMENT_SIZE + 1) + bytes(39)
-    with pytest.raises(VerificationFailed, match="segment size"):
-        decrypt(header + bytes(100))
+    for header in (b"TXE1\x01" + struct.pack(">I", MAX_SEGMENT_SIZE + 1) + bytes(39),
+                   b"TXE1\x02" + struct.pack(">II", MAX_SEGMENT_SIZE + 1, 1) + bytes(39)):
+        with pytest.raises(VerificationFailed, match="segment size"):
+            decrypt(header + bytes(100))
+
+
+# --- data key ids (format 2) -------------------------------------------------------------------
+
+KEY_2 = bytes(range(32, 64))
+ROTATED = DataKeys({1: DEK, 2: KEY_2}, active=2)
+
+
+def test_the_active_key_seals_and_its_id_is_in_the_header() -> None:
+    ciphertext = encrypt(PLAIN, dek=ROTATED)
+    assert ciphertext[9:13] == struct.pack(">I", 2)
+    assert decrypt(ciphertext, dek=ROTATED) == PLAIN
+    assert seekable(ciphertext, dek=ROTATED).read() == PLAIN
+    older = encrypt(PLAIN)  # sealed under key 1 before the rotation: still opens
+    assert decrypt(older, dek=ROTATED) == PLAIN
+    only_key_2 = DataKeys({2: KEY_2}, 2)
+    with pytest.raises(VerificationFailed, match="data key 1, which the tenant's key record"):
+        decrypt(older, dek=only_key_2)
+
+
+def test_a_record_without_the_key_refuses_by_id() -> None:
+    ciphertext = encrypt(PLAIN, dek=ROTATED)
+    with pytest.raises(VerificationFailed, match=r"data key 2, .* holds \[1\]"):
+        decrypt(ciphertext, dek=DEK)
+    with pytest.raises(VerificationFailed, match="data key 2"):
+        seekable(ciphertext, dek=DEK)
+
+
+def test_changing_the_key_id_to_another_held_key_fails_authentication() -> None:
+    under_1 = encrypt(PLAIN)
+    relabelled = under_1[:9] + struct.pack(">I", 2) + under_1[13:]
+    with pytest.raises(VerificationFailed, match="segment 0 fails authentication"):
+        decrypt(relabelled, dek=ROTATED)
+
+
+def test_key_id_zero_is_refused() -> None:
+    ciphertext = bytearray(encrypt(PLAIN))
+    ciphertext[9:13] = bytes(4)
+    with pytest.raises(VerificationFailed, match="bad key id 0"):
+        decrypt(bytes(ciphertext))
+
+
+@pytest.mark.parametrize("size", [0, 1, SEG, 3 * SEG + 5])
+def test_version_1_objects_stay_readable(size: int) -> None:
+    """Written by format 1 (a reference writer from the document): data key 1, 48-byte header."""
+    plaintext = os.urandom(size)
+    old = encrypt_v1(plaintext, DEK, AD, SEG)
+    assert old[4] == 1 and len(old) == ciphertext_size(size, SEG, HEADER_BYTES_V1)
+    assert decrypt(old, dek=ROTATED) == plaintext
+    for chunk in (1, 47, 49, 1000):
+        assert decrypt(old, chunk=chunk) == plaintext
+    reader = seekable(old)
+    assert reader.size() == size and reader.read() == plaintext
+    tampered = bytearray(old)
+    tampered[-1] ^= 1
+    with pytest.raises(VerificationFailed, match="fails authentication"):
+        decrypt(bytes(tampered))
+
+
+def test_reference_decryptor_reads_what_the_writer_writes() -> None:
+    plaintext = os.urandom(5 * SEG + 9)
+    assert reference_decrypt(encrypt(plaintext, dek=ROTATED),
+                             {1: DEK, 2: KEY_2}, AD) == plaintext
 
 
 # --- writer behaviour -------------------------------------------------------------------------
@@ -542,75 +613,6 @@ def test_decrypt_stream_memory_is_bounded() -> None:
     assert peak < 6 * SEGMENT_SIZE
 
 
-# --- the format as documented (docs/backup-format.md) ------------------------------------------
-
-DOC_PLAINTEXT = b"The quick brown fox jumps over the dog.\n"
-DOC_OBJECT = bytes.fromhex(
-    "54584531010000001052ea59a3c5276bd053d05c2719dd95248cd660686cf1cc"
-    "2a3520051d9c4be8919ca49db26e6bd7b92b9d592953ba59c0d5f6fa7e6636d6"
-    "34e9173488bdfd8506442653d6c3df56b31ef8fcdf92f466f9176d362b6dfcf0"
-    "902a061708bdae9e0f8802adc0c09faeb899cf8c031e3698ca8c41102e2f1980"
-    "e6ee422f72ed7391"
-)
-DOC_OBJECT_KEY = "f77e70dcb7fb22b77c777badfcb0d9e6db50f1cf8ad4e9d03b9ecbca390725d1"
-DOC_MASTER_KEY = "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM="
-DOC_RECORD = b"""{
-  "version": 1,
-  "tenant_id": "t-42",
-  "key_id": "local:cb992c115eff69c3",
-  "alg": "A256GCM",
-  "nonce": "Y7Opoql0zJx4oUU0",
-  "wrapped": "gnhfdw/6gGWa13S67/rlVIxO1MjcE/tuY3xO4BTRwUoZHCpieJSSJ6ZgJgnoZZ+v",
-  "created_at": "2026-11-26T11:07:23Z"
-}
-"""
-
-
-def reference_decrypt(blob: bytes, dek: bytes, ad: bytes) -> bytes:
-    """A decryptor written from the document alone (no storage.aead), to keep both honest."""
-    assert blob[:5] == b"TXE1\x01"
-    segment_size = int.from_bytes(blob[5:9], "big")
-    salt, prefix = blob[9:41], blob[41:48]
-    key = HKDF(hashes.SHA256(), 32, salt, b"tenant-export/v1/" + ad).derive(dek)
-    body = blob[48:]
-    step = segment_size + 16
-    pieces = [body[i : i + step] for i in range(0, len(body), step)] or [b""]
-    out = []
-    for index, piece in enumerate(pieces):
-        last = 1 if index == len(pieces) - 1 else 0
-        nonce = prefix + index.to_bytes(4, "big") + bytes([last])
-        out.append(AESGCM(key).decrypt(nonce, piece, blob[:48]))
-    return b"".join(out)
-
-
-def test_documented_vector_decrypts() -> None:
-    assert len(DOC_OBJECT) == 136 == ciphertext_size(40, 16)
-    salt = DOC_OBJECT[9:41]
-    key = HKDF(hashes.SHA256(), 32, salt, b"tenant-export/v1/" + AD).derive(DEK)
-    assert key.hex() == DOC_OBJECT_KEY
-    assert reference_decrypt(DOC_OBJECT, DEK, AD) == DOC_PLAINTEXT
-    assert decrypt(DOC_OBJECT) == DOC_PLAINTEXT
-
-
-def test_reference_decryptor_reads_what_the_writer_writes() -> None:
-    plaintext = os.urandom(5 * SEG + 9)
-    assert reference_decrypt(encrypt(plaintext), DEK, AD) == plaintext
-
-
-def test_documented_record_unwraps_to_the_documented_data_key() -> None:
-    wrapper = parse_master_key(DOC_MASTER_KEY)
-    assert wrapper.key_id == "local:cb992c115eff69c3"
-    assert wrapper.unwrap(DOC_RECORD, "t-42") == DEK
-
-
-def test_documented_worked_example_sizes() -> None:
-    mib = 1024 * 1024
-    assert ciphertext_size(2 * mib + mib // 2) == 48 + 2_621_440 + 3 * 16 == 2_621_536
-    assert plaintext_size(2_621_536, mib) == 2_621_440
-    assert ciphertext_size(0) == 64
-    assert ciphertext_size(2 * mib) == 48 + 2 * mib + 32
-
-
 # --- key wrapping ------------------------------------------------------------------------------
 
 
@@ -619,74 +621,62 @@ def wrapper() -> KeyWrapper:
     return parse_master_key(generate_master_key())
 
 
+CONTEXT = WrapContext("t-42", 2)
+
+
 def test_wrap_unwrap_round_trip(wrapper: KeyWrapper) -> None:
     assert isinstance(wrapper, LocalKeyWrapper)
     assert isinstance(wrapper, KeyWrapper)
+    assert wrapper.alg == "A256GCM"
     dek = new_data_key()
-    blob = wrapper.wrap(dek, "t-42")
-    record = json.loads(blob)
-    assert set(record) == {
-        "version",
-        "tenant_id",
-        "key_id",
-        "alg",
-        "nonce",
-        "wrapped",
-        "created_at",
-    }
-    assert record["version"] == 1 and record["alg"] == "A256GCM"
-    assert record["tenant_id"] == "t-42" and record["key_id"] == wrapper.key_id
-    assert len(base64.b64decode(record["nonce"])) == 12
-    assert len(base64.b64decode(record["wrapped"])) == 32 + 16
-    assert wrapper.unwrap(blob, "t-42") == dek
-    assert json.loads(wrapper.wrap(dek, "t-42"))["nonce"] != record["nonce"]
+    wrapped = wrapper.wrap(dek, CONTEXT)
+    assert wrapped.nonce is not None and len(wrapped.nonce) == 12
+    assert len(wrapped.wrapped) == 32 + 16
+    assert wrapper.unwrap(wrapped, CONTEXT) == dek
+    assert wrapper.wrap(dek, CONTEXT).nonce != wrapped.nonce  # a fresh nonce for every wrap
+    assert CONTEXT.aad() == b"tenant-export/v2/data-key\x00t-42\x002"
+    assert WrapContext("t-42", None).aad() == b"tenant-export/v1/data-key\x00t-42"
 
 
-def test_unwrap_for_another_tenant_fails(wrapper: KeyWrapper) -> None:
-    blob = wrapper.wrap(new_data_key(), "t-42")
-    with pytest.raises(VerificationFailed, match="belongs to tenant 't-42'"):
-        wrapper.unwrap(blob, "t-43")
-    moved = blob.replace(b'"t-42"', b'"t-43"')  # record relabelled: the AAD still says t-42
+@pytest.mark.parametrize("other", [WrapContext("t-43", 2), WrapContext("t-42", 3),
+                                   WrapContext("t-42", None)])
+def test_unwrap_for_another_tenant_or_key_id_fails(wrapper: KeyWrapper,
+                                                   other: WrapContext) -> None:
+    wrapped = wrapper.wrap(new_data_key(), CONTEXT)
     with pytest.raises(VerificationFailed, match="fails authentication"):
-        wrapper.unwrap(moved, "t-43")
+        wrapper.unwrap(wrapped, other)
 
 
 def test_unwrap_with_another_master_key_fails(wrapper: KeyWrapper) -> None:
-    blob = wrapper.wrap(new_data_key(), "t-42")
+    wrapped = wrapper.wrap(new_data_key(), CONTEXT)
     other = parse_master_key(generate_master_key())
-    with pytest.raises(VerificationFailed, match="wrapped by master key"):
-        other.unwrap(blob, "t-42")
-    forged = blob.replace(wrapper.key_id.encode(), other.key_id.encode())
-    with pytest.raises(VerificationFailed, match="fails authentication"):
-        other.unwrap(forged, "t-42")
+    assert other.key_id != wrapper.key_id
+    with pytest.raises(VerificationFailed, match=f"fails authentication under master key "
+                       f"{other.key_id}"):
+        other.unwrap(wrapped, CONTEXT)
 
 
-def test_tampered_or_malformed_record_fails(wrapper: KeyWrapper) -> None:
-    record = json.loads(wrapper.wrap(new_data_key(), "t-42"))
-    wrapped = bytearray(base64.b64decode(record["wrapped"]))
-    wrapped[0] ^= 1
-    tampered = {**record, "wrapped": base64.b64encode(bytes(wrapped)).decode()}
-    for blob in (
-        json.dumps(tampered).encode(),
-        json.dumps({**record, "version": 2}).encode(),
-        json.dumps({**record, "alg": "A128GCM"}).encode(),
-        json.dumps({**record, "nonce": "not base64!"}).encode(),
-        json.dumps({k: v for k, v in record.items() if k != "wrapped"}).encode(),
-        b"not json",
-        b"[]",
-        b"\xff\xfe",
-    ):
+def test_tampered_wrapped_key_fails(wrapper: KeyWrapper) -> None:
+    wrapped = wrapper.wrap(new_data_key(), CONTEXT)
+    assert wrapped.nonce is not None
+    for position in range(len(wrapped.wrapped)):
+        flipped = bytearray(wrapped.wrapped)
+        flipped[position] ^= 1
         with pytest.raises(VerificationFailed):
-            wrapper.unwrap(blob, "t-42")
+            wrapper.unwrap(Wrapped(bytes(flipped), wrapped.nonce), CONTEXT)
+    with pytest.raises(VerificationFailed, match="nonce"):
+        wrapper.unwrap(Wrapped(wrapped.wrapped, None), CONTEXT)
+    with pytest.raises(VerificationFailed):
+        wrapper.unwrap(Wrapped(wrapped.wrapped, bytes(12)), CONTEXT)
 
 
 def test_wrap_refuses_bad_tenant_id_and_key_length(wrapper: KeyWrapper) -> None:
     with pytest.raises(BadInput):
-        wrapper.wrap(new_data_key(), "")
+        WrapContext("", 1)
     with pytest.raises(BadInput):
-        wrapper.wrap(new_data_key(), "t\x0042")
+        WrapContext("t\x0042", 1)
     with pytest.raises(TerminalError, match="32 bytes"):
-        wrapper.wrap(b"short", "t-42")
+        wrapper.wrap(b"short", CONTEXT)
 
 
 SECRET_31 = base64.b64encode(b"S" * 31).decode()
@@ -720,16 +710,18 @@ def test_master_key_forms_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    "key_id", ["kms:alias/tenant-backups", "arn:aws:kms:eu-central-1:111122223333:key/abcd"]
+    "key_id", ["kms:alias/tenant-backups", "arn:aws:kms:eu-central-1:111122223333:key/abcd",
+               "kms:arn:aws:kms:eu-central-1:111122223333:key/abcd", "kms:1234abcd-12ab"]
 )
 def test_kms_key_ids_route_to_the_kms_wrapper(key_id: str) -> None:
-    wrapper = parse_master_key(key_id)
+    """Parsing makes no call: the key is looked up (and used) only when a record needs it
+    (tests/test_keys_kms.py uses moto's KMS)."""
+    wrapper = parse_master_key(key_id, kms_client=object())
     assert isinstance(wrapper, KmsKeyWrapper)
-    assert wrapper.key_id == key_id
-    with pytest.raises(TerminalError, match="KMS key ids are not supported yet"):
-        wrapper.wrap(new_data_key(), "t-42")
-    with pytest.raises(TerminalError, match="KMS key ids are not supported yet"):
-        wrapper.unwrap(b"{}", "t-42")
+    assert wrapper.alg == "KMS"
+    assert key_id.removeprefix("kms:") in repr(wrapper)
+    if ":key/" in key_id:  # a key ARN names the key itself: no lookup needed
+        assert wrapper.key_id == key_id.removeprefix("kms:")
 
 
 def test_local_wrapper_refuses_wrong_length_kek() -> None:

@@ -30,7 +30,7 @@ from kernel.settings import Settings
 
 EXPECTED = {"offboarding-export", "export-links", "assisted-migration", "nightly-backup",
             "prune-backups", "verify-backup", "restore-backup", "offboarding",
-            "offboarding-sweeper", "export-retention", "purge-tenant"}
+            "offboarding-sweeper", "export-retention", "purge-tenant", "restore-in-place"}
 SCHEDULED = {"nightly-backup": NIGHTLY_BACKUP_CRON, "prune-backups": PRUNE_CRON,
              "export-retention": EXPORT_RETENTION_CRON,
              "offboarding-sweeper": OFFBOARDING_SWEEP_CRON}

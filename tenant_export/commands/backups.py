@@ -74,28 +74,53 @@ def verify(
 def restore(
     tenant: Annotated[str, typer.Argument(help="Tenant id.")],
     target: Annotated[str | None, typer.Option(
-        "--target", help="SQLAlchemy URL of an empty database; default: "
-        "TENANT_EXPORT_RESTORE_TARGET_URL.")] = None,
+        "--target", help="SQLAlchemy URL of an empty database (with --data-only: of a database "
+        "the platform's migrations created); default: TENANT_EXPORT_RESTORE_TARGET_URL.")] = None,
     snapshot: Annotated[str | None, typer.Option("--snapshot", help="Snapshot id; default: "
                                                  "the newest.")] = None,
     documents_bucket: Annotated[str | None, typer.Option(
         "--documents-bucket", help="Bucket to restore documents into.")] = None,
+    data_only: Annotated[bool, typer.Option(
+        "--data-only", help="Load into the platform's own schema, which must hold none of the "
+        "tenant's rows.")] = False,
+    in_place: Annotated[bool, typer.Option(
+        "--in-place", help="Replace the tenant's rows in the live platform database with the "
+        "snapshot's (rows created since are removed) and rewrite its documents that are "
+        "missing or differ.")] = False,
+    confirm: Annotated[bool, typer.Option(
+        "--confirm", help="Required with --in-place.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Restore a snapshot: verified first, then tables and documents, checked."""
+    """Restore a snapshot: verified first, then tables and documents, checked, all or nothing."""
+
+    def check(_settings: Settings) -> None:
+        validate_tenant_id(tenant)
+        if in_place:
+            if target is not None or documents_bucket is not None or data_only:
+                raise BadInput("--in-place restores into the platform database and its "
+                               "documents bucket: --target, --documents-bucket and --data-only "
+                               "do not apply")
+            if not confirm:
+                raise BadInput(f"restore --in-place replaces tenant {tenant!r}'s rows in the "
+                               "live platform database with the snapshot's: rows created since "
+                               "the snapshot are removed. Add --confirm to do it (nothing was "
+                               "touched)", tenant_id=tenant)
+        elif confirm:
+            raise BadInput("--confirm only applies to --in-place")
 
     def body(settings: Settings) -> dict[str, Any]:
-        validate_tenant_id(tenant)
         from flows.context import using  # noqa: PLC0415
-        from flows.restore_flow import restore_backup  # noqa: PLC0415
+        from flows.restore_flow import restore_backup, restore_in_place  # noqa: PLC0415
 
+        if in_place:
+            return restore_in_place(tenant, snapshot, confirm)
         if target is not None and has_password(target):
             # the password travels in the settings of this process, never as a flow parameter
             with using(settings.model_copy(update={"restore_target_url": SecretStr(target)})):
-                return restore_backup(tenant, None, snapshot, documents_bucket)
-        return restore_backup(tenant, target, snapshot, documents_bucket)
+                return restore_backup(tenant, None, snapshot, documents_bucket, data_only)
+        return restore_backup(tenant, target, snapshot, documents_bucket, data_only)
 
-    echo(run(body), as_json)
+    echo(run(body, check=check), as_json)
 
 
 @app.command()

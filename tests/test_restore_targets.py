@@ -1,0 +1,45 @@
+"""Restore targets named by a run's parameter: whoever can start a run chooses the name, so
+no name may read another secret of the worker, and no refusal may quote the value it read."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.targets import resolve_target
+from kernel.errors import BadInput
+from kernel.settings import Settings
+
+SECRET = "c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE="
+
+
+@pytest.mark.parametrize("name", ["TENANT_EXPORT_MASTER_KEY", "AWS_SECRET_ACCESS_KEY",
+                                  "TENANT_EXPORT_SMTP_PASSWORD", "HOME"])
+def test_a_variable_that_is_not_a_url_setting_is_refused_unread(
+        monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, SECRET)
+    with pytest.raises(BadInput, match="must end in _URL") as refused:
+        resolve_target(f"env:{name}", Settings())
+    assert SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["TENANT_EXPORT_CONTROL_URL", "AWS_ENDPOINT_URL_S3"])
+def test_the_control_database_and_s3_are_never_targets(monkeypatch: pytest.MonkeyPatch,
+                                                       name: str) -> None:
+    monkeypatch.setenv(name, "sqlite:///control.sqlite")
+    with pytest.raises(BadInput, match="must end in _URL"):
+        resolve_target(f"env:{name}", Settings())
+
+
+@pytest.mark.parametrize("value", [SECRET, "postgresql+asyncpg://u:pw-in-url@h/db", "::"])
+def test_a_value_that_is_no_database_url_is_refused_without_quoting_it(
+        monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SOME_SECRET_URL", value)
+    with pytest.raises(BadInput, match="does not hold a database URL") as refused:
+        resolve_target("env:SOME_SECRET_URL", Settings())
+    assert value not in str(refused.value) and "pw-in-url" not in str(refused.value)
+
+
+def test_a_database_url_in_a_url_variable_is_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql://restore:pw@db.internal/platform"
+    monkeypatch.setenv("PLATFORM_RESTORE_URL", url)
+    assert resolve_target("env:PLATFORM_RESTORE_URL", Settings()) == url
