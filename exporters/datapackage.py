@@ -13,21 +13,20 @@ from typing import Any
 
 import pyarrow as pa
 
-from kernel.arrowmeta import (
-    META_SCHEMA_TYPE,
-    META_SOURCE_TYPE,
-    META_STORAGE_CLASSES,
-    META_TYPE_OF,
-)
+from exporters.csv_writer import DEFAULT_DIALECT
+from exporters.fieldtypes import field_type, is_binary
+from kernel.arrowmeta import META_SOURCE_TYPE, META_STORAGE_CLASSES, META_TYPE_OF
 
 PROFILE = "https://datapackage.org/profiles/2.0/datapackage.json"
-FORMAT_VERSION = "1.1"
-CSV_DIALECT = {
-    "header": True,
-    "delimiter": ",",
-    "lineTerminator": "\r\n",
-    "quoteChar": '"',
-    "doubleQuote": True,
+FORMAT_VERSION = "1.2"
+CSV_DIALECT = DEFAULT_DIALECT.to_descriptor()  # packages written without a recorded dialect
+XLSX_MEDIATYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# kind of a non-table file -> (format, mediatype); each is a ``"type": "file"`` resource
+FILE_KINDS = {
+    "zip": ("zip", "application/zip"),
+    "workbook": ("xlsx", XLSX_MEDIATYPE),
+    "guide-html": ("html", "text/html"),
+    "guide-text": ("txt", "text/plain"),
 }
 
 
@@ -39,12 +38,18 @@ class FileRecord:
     bytes: int
     sha256: str
     rows: int | None = None
-    kind: str = "table"  # table | index | zip
+    kind: str = "table"  # table | index (CSV) | zip | workbook | guide-html | guide-text
     table: str | None = None
     schema: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # relations of a table: {"fields": [...], "table": parent table, "parent_fields": [...]}
     foreign_keys: list[dict[str, Any]] = field(default_factory=list)
+    dialect: dict[str, Any] | None = None  # a CSV's CsvDialect.to_descriptor()
+
+    @property
+    def is_csv(self) -> bool:
+        """A table of the package (a data CSV or documents/index.csv)."""
+        return self.kind in ("table", "index")
 
 
 def table_schema(schema: pa.Schema, primary_key: tuple[str, ...]) -> dict[str, Any]:
@@ -52,8 +57,8 @@ def table_schema(schema: pa.Schema, primary_key: tuple[str, ...]) -> dict[str, A
     fields = []
     for arrow in schema:
         metadata = arrow.metadata or {}
-        descriptor: dict[str, Any] = {"name": arrow.name, "type": _field_type(arrow)}
-        if pa.types.is_binary(arrow.type) or pa.types.is_large_binary(arrow.type):
+        descriptor: dict[str, Any] = {"name": arrow.name, "type": field_type(arrow)}
+        if is_binary(arrow.type):
             descriptor["format"] = "binary"
         if metadata.get(META_SOURCE_TYPE):
             descriptor["x-source-type"] = metadata[META_SOURCE_TYPE].decode()
@@ -71,23 +76,6 @@ def table_schema(schema: pa.Schema, primary_key: tuple[str, ...]) -> dict[str, A
     if primary_key:
         result["primaryKey"] = list(primary_key)
     return result
-
-
-def _field_type(arrow: pa.Field) -> str:
-    metadata = arrow.metadata or {}
-    if META_SCHEMA_TYPE in metadata:
-        return str(metadata[META_SCHEMA_TYPE].decode())
-    kind = arrow.type
-    checks = (
-        (pa.types.is_boolean, "boolean"),
-        (pa.types.is_integer, "integer"),
-        (pa.types.is_floating, "number"),
-        (pa.types.is_decimal, "number"),
-        (pa.types.is_timestamp, "datetime"),
-        (pa.types.is_date, "date"),
-        (pa.types.is_time, "time"),
-    )
-    return next((name for check, name in checks if check(kind)), "string")
 
 
 # inventory field -> resource field: rows of a table exported to nobody (platform-wide counts)
@@ -128,14 +116,19 @@ def _resource_name(path: str, used: set[str]) -> str:
 
 def build_descriptor(
     tenant_id: str, export_id: str, created_at: datetime, files: list[FileRecord],
-    inventory: dict[str, Any] | None = None,
+    inventory: dict[str, Any] | None = None, archive_path: str | None = None,
 ) -> dict[str, Any]:
     """The datapackage.json document for the verified files, with the inventory of every
-    table of the platform (``x-inventory``) when given."""
+    table of the platform (``x-inventory``) when given.
+
+    ``archive_path`` names the single-download ZIP of the package (``x-archive``). It is not a
+    resource: it holds this very file, so its size and hash cannot be stated here.
+    """
     used: set[str] = set()
     names = [_resource_name(record.path, used) for record in files]
     by_table = {r.table: (n, r) for n, r in zip(names, files, strict=True)
                 if r.kind == "table" and r.table is not None}
+    by_path = {r.path: n for n, r in zip(names, files, strict=True) if r.is_csv}
     resources = []
     for name, record in zip(names, files, strict=True):
         resource: dict[str, Any] = {
@@ -144,26 +137,18 @@ def build_descriptor(
             "bytes": record.bytes,
             "hash": f"sha256:{record.sha256}",
         }
-        if record.kind == "zip":
-            resource.update(format="zip", mediatype="application/zip")
+        if record.is_csv:
+            resource.update(_table_resource(record, by_table))
         else:
-            schema = record.schema or (INDEX_SCHEMA if record.kind == "index" else None)
-            inside, outside = _foreign_keys(record, by_table)
-            if inside and schema is not None:
-                schema = {**schema, "foreignKeys": inside}
-            resource.update(
-                type="table",
-                format="csv",
-                mediatype="text/csv",
-                encoding="utf-8",
-                dialect=CSV_DIALECT,
-                rows=record.rows,
-                schema=schema,
-            )
-            if record.table is not None:
-                resource["x-source-table"] = record.table
-            if outside:
-                resource["x-external-foreign-keys"] = outside
+            file_format, mediatype = FILE_KINDS.get(record.kind, (None, None))
+            resource["type"] = "file"
+            if file_format is not None:
+                resource.update(format=file_format, mediatype=mediatype)
+            if record.kind.startswith("guide"):
+                resource["encoding"] = "utf-8"
+            sibling = by_path.get(record.path.rsplit(".", 1)[0] + ".csv")
+            if record.kind == "workbook" and sibling is not None:
+                resource["x-workbook-of"] = sibling  # the CSV resource it mirrors
         resource.update(record.extra)
         resources.append(resource)
     descriptor: dict[str, Any] = {
@@ -176,9 +161,29 @@ def build_descriptor(
         "x-format-version": FORMAT_VERSION,
         "resources": resources,
     }
+    if archive_path is not None:
+        descriptor["x-archive"] = archive_path
     if inventory is not None:
         descriptor["x-inventory"] = _with_resources(inventory, by_table)
     return descriptor
+
+
+def _table_resource(record: FileRecord, by_table: dict[str, tuple[str, FileRecord]]
+                    ) -> dict[str, Any]:
+    """The Table Schema part of a CSV resource: dialect as written, schema, relations."""
+    schema = record.schema or (INDEX_SCHEMA if record.kind == "index" else None)
+    inside, outside = _foreign_keys(record, by_table)
+    if inside and schema is not None:
+        schema = {**schema, "foreignKeys": inside}
+    resource: dict[str, Any] = {
+        "type": "table", "format": "csv", "mediatype": "text/csv", "encoding": "utf-8",
+        "dialect": record.dialect or CSV_DIALECT, "rows": record.rows, "schema": schema,
+    }
+    if record.kind == "table" and record.table is not None:
+        resource["x-source-table"] = record.table
+    if outside:
+        resource["x-external-foreign-keys"] = outside
+    return resource
 
 
 def _foreign_keys(record: FileRecord, by_table: dict[str, tuple[str, FileRecord]]

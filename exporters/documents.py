@@ -20,6 +20,7 @@ from typing import IO, Any
 import pyarrow as pa
 from stream_zip import ZIP_64, stream_zip
 
+from exporters.base import TableWriter
 from exporters.csv_writer import CsvDialect, CsvTableWriter
 from exporters.names import UniqueNames
 from kernel.arrowmeta import META_SCHEMA_TYPE
@@ -91,13 +92,16 @@ class IndexWriter:
     """``index.csv`` through the same CSV writer as the tables (quoting rule, dialect).
 
     Rows are buffered up to ``INDEX_FLUSH_ROWS`` and written as one batch, so memory does not
-    grow with the tenant; ``close`` writes the rest.
+    grow with the tenant; ``close`` writes the rest. ``also`` receives the same batches (the
+    index's workbook, built from ``index_schema(id_field)``); its owner closes it.
     """
 
     def __init__(self, sink: IO[bytes], *, id_field: pa.Field | None = None,
-                 dialect: CsvDialect | None = None, excel: bool = False) -> None:
+                 dialect: CsvDialect | None = None, excel: bool = False,
+                 also: TableWriter | None = None) -> None:
         self.schema = index_schema(id_field)
         self._csv = CsvTableWriter(sink, self.schema, dialect=dialect, excel=excel)
+        self._also = also
         self._text_ids = pa.types.is_string(self.schema[0].type) or pa.types.is_large_string(
             self.schema[0].type)
         self._pending: list[list[Any]] = [[] for _ in self.schema]
@@ -132,7 +136,10 @@ class IndexWriter:
             return
         arrays = [pa.array(values, type=f.type) for values, f in zip(self._pending, self.schema,
                                                                       strict=True)]
-        self._csv.write_batch(pa.record_batch(arrays, schema=self.schema))
+        batch = pa.record_batch(arrays, schema=self.schema)
+        self._csv.write_batch(batch)
+        if self._also is not None:
+            self._also.write_batch(batch)
         self._pending = [[] for _ in self.schema]
 
 

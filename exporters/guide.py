@@ -24,6 +24,7 @@ LANGUAGES = tuple(MESSAGES)
 DEFAULT_LANGUAGE = "en"
 HTML_NAME, TEXT_NAME = "README.html", "README.txt"
 TEXT_WIDTH = 78
+UNKNOWN = "—"  # the size or checksum of a file written after the guide
 _ENV = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                    autoescape=select_autoescape(["html", "html.j2"]), undefined=StrictUndefined,
                    keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
@@ -35,11 +36,13 @@ class GuideFile:
 
     ``kind``: ``table`` (CSV of ``table``), ``workbook`` (its .xlsx), ``index``
     (documents/index.csv), ``documents`` (a ZIP part), ``manifest``, ``archive``, ``other``.
+    ``bytes`` and ``sha256`` are None for a file written after the guide (``datapackage.json``
+    lists the guide's own checksum, so the guide cannot list the manifest's): shown as "—".
     """
 
     path: str
-    bytes: int
-    sha256: str
+    bytes: int | None
+    sha256: str | None
     kind: str = "other"
     rows: int | None = None
     table: str | None = None
@@ -56,6 +59,7 @@ class Inventory:
     cross_tenant_rows: tuple[tuple[str, int], ...] = ()  # (table, rows linking two tenants)
     missing_documents: int = 0
     truncated_cells: int = 0  # texts cut in the workbooks (the CSV holds them whole)
+    too_wide: tuple[tuple[str, int], ...] = ()  # (table, columns): no workbook, CSV only
 
 
 @dataclass(frozen=True)
@@ -149,8 +153,9 @@ def _context(guide: PackageGuide, language: str) -> dict[str, Any]:
     return {
         "lang": language, "t": t,
         "intro": t["intro"].format(tenant=guide.tenant_name, **when),
-        "files": [{"path": f.path, "what": _describe(f, language), "sha256": f.sha256,
-                   "size": format_size(f.bytes, language)} for f in guide.files],
+        "files": [{"path": f.path, "what": _describe(f, language), "sha256": f.sha256 or UNKNOWN,
+                   "size": UNKNOWN if f.bytes is None else format_size(f.bytes, language)}
+                  for f in guide.files],
         "open_steps": [t["open_lo"].format(sep_name=separator),
                        t["open_excel"].format(sep_name=separator)],
         "csv_notes": csv_notes,
@@ -195,4 +200,6 @@ def _omissions(inventory: Inventory, language: str) -> list[str]:
         lines.append(_counted("missing_documents", inventory.missing_documents, language))
     if inventory.truncated_cells:
         lines.append(_counted("truncated", inventory.truncated_cells, language))
+    lines += [t["too_wide"].format(table=name, count=format_number(count, language))
+              for name, count in inventory.too_wide]
     return lines

@@ -100,6 +100,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "truncated": "{count} texts are longer than a spreadsheet cell can hold (32,767 "
                      "characters): in the .xlsx files they are cut and end with “[…]”. The "
                      "CSV files hold them in full.",
+        "too_wide": "Table “{table}” has {count} columns, more than a spreadsheet sheet "
+                    "holds (16,384): it has no .xlsx file; its CSV file holds it in full.",
         "h_time": "How long the links and the package last",
         "links_until": "The download links work until {when}. After that, ask us for new links.",
         "package_until": "We keep this package until {when}; then it is deleted for good.",
@@ -198,6 +200,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "truncated": "{count} textes dépassent ce qu'une cellule de tableur peut contenir "
                      "(32 767 caractères) : dans les fichiers .xlsx, ils sont coupés et se "
                      "terminent par « […] ». Les fichiers CSV les contiennent en entier.",
+        "too_wide": "La table « {table} » a {count} colonnes, plus qu'une feuille de tableur "
+                    "n'en contient (16 384) : elle n'a pas de fichier .xlsx ; son fichier CSV "
+                    "la contient en entier.",
         "h_time": "Durée de validité des liens et du paquet",
         "links_until": "Les liens de téléchargement fonctionnent jusqu'au {when}. Ensuite, "
                        "demandez-nous de nouveaux liens.",
@@ -299,6 +304,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "truncated": "{count} Texte sind länger, als eine Zelle fassen kann (32.767 Zeichen): "
                      "In den .xlsx-Dateien sind sie gekürzt und enden mit „[…]“. Die "
                      "CSV-Dateien enthalten sie vollständig.",
+        "too_wide": "Die Tabelle „{table}“ hat {count} Spalten, mehr als ein Tabellenblatt "
+                    "fasst (16.384): Sie hat keine .xlsx-Datei; ihre CSV-Datei enthält sie "
+                    "vollständig.",
         "h_time": "Wie lange die Links und das Paket gelten",
         "links_until": "Die Download-Links funktionieren bis {when}. Danach bitten Sie uns um "
                        "neue Links.",

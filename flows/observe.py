@@ -61,6 +61,18 @@ def audit(settings: Settings, kind: str, tenant_id: str | None, actor: str,
         trail.close()
 
 
+def audit_if_possible(settings: Settings, kind: str, tenant_id: str | None, actor: str,
+                      **details: Any) -> AuditEvent | None:
+    """Record the event unless the control database is unreachable, which must not stop a
+    recovery (restore, verify) that does not otherwise need it: then say so in the log."""
+    try:
+        return audit(settings, kind, tenant_id, actor, **details)
+    except ExportError as err:
+        logger.warning("the audit trail did not record %s for tenant %s: %s", kind, tenant_id,
+                       err)
+        return None
+
+
 @contextmanager
 def open_metrics(settings: Settings) -> Iterator[Metrics]:
     """Metrics for one run; with the control database unreachable, DogStatsD only."""

@@ -81,7 +81,8 @@ def _actions(now: datetime | None) -> CaseActions:
                                          requested_by=actor), now=now)
 
     return CaseActions(backup=backup,
-                       export=lambda tenant: offboarding_export(ExportRequest(tenant_id=tenant)),
+                       export=lambda tenant: offboarding_export(  # the case sends its notice
+                           ExportRequest(tenant_id=tenant, notify=False)),
                        links=export_links,
                        purge=purge)
 

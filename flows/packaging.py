@@ -1,58 +1,61 @@
 """The export recipe in plain code: sources → exporters → storage, testable without Prefect.
 
-Order of writes (docs/export-format.md, "Write order"): every data file and ZIP part is streamed
-under ``exports/<tenant>/<export_id>/``; each is read back and its SHA-256 compared; only then is
+Order of writes (docs/export-format.md, "Write order"): every table (CSV and workbook),
+``documents/index.csv``, the ZIP parts and the guide are streamed under
+``exports/<tenant>/<export_id>/``; each is read back and its SHA-256 compared, the same bytes
+filling the single-download archive (``flows.package_archive``); only then is
 ``datapackage.json`` written (and verified). A package without ``datapackage.json`` is not an
 export: it is never linked and is deleted when the run fails.
+
+The steps live in sibling modules: ``package_tables`` (CSV + workbook per table),
+``package_documents`` (ZIP parts and their index), ``package_guide`` (README), ``package_archive``
+(verification, archive, commit marker), ``package_retained`` (a published package read back).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, closing
-from datetime import UTC, datetime
-from functools import partial
-from typing import IO, Any, cast
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 
-from exporters.csv_writer import CsvTableWriter
-from exporters.datapackage import (
-    UNOWNED,
-    FileRecord,
-    build_descriptor,
-    encode_descriptor,
-    index_schema,
-    table_schema,
-)
-from exporters.documents import DocumentInput, IndexWriter, write_document_parts
-from exporters.names import UniqueNames
+from exporters.csv_writer import DEFAULT_DIALECT, CsvDialect
+from exporters.datapackage import FileRecord, build_descriptor, encode_descriptor
 from flows.context import RunContext
-from kernel.errors import BadInput, StorageError, VerificationFailed
-from kernel.ids import validate_export_id, validate_tenant_id
-from sources.database import Snapshot
-from sources.documents import (
-    DocumentRef,
-    confined,
-    iter_documents,
-    missing_reason,
-    open_blob,
-    shared_keys,
+from flows.package_archive import Archived, archive_name, archive_package
+from flows.package_documents import MISSING_FIELD, SHARED_FIELD, write_documents
+from flows.package_guide import GuideFacts, guide_inventory, write_guide
+from flows.package_retained import (
+    ETAG_FIELD,
+    KEPT_FIELDS,
+    MANIFEST,
+    check_objects,
+    export_started,
+    package_prefix,
+    retained_package,
 )
+from flows.package_tables import write_tables
+from kernel.errors import BadInput
+from kernel.ids import validate_export_id
+from kernel.timeparse import DEFAULT_LINK_TTL_SECONDS
 from sources.inventory import classification
-from sources.tables import TablePlan, TenantRef
 from sources.tenants import tenant_key
 from storage import links, objects
 from storage.backup_store import head
 from storage.s3 import require_bucket
 
-MANIFEST = "datapackage.json"
-ETAG_FIELD = "x-etag"  # the object's S3 ETag when the package was published
-MISSING_FIELD = "x-missing-documents"  # on index.csv: [{"document_id", "reason"}]
-SHARED_FIELD = "x-shared-keys"  # on index.csv: [{"document_id", "storage_key"}]
-KEPT_FIELDS = (ETAG_FIELD, MISSING_FIELD, SHARED_FIELD)
+__all__ = ["ETAG_FIELD", "KEPT_FIELDS", "MANIFEST", "MISSING_FIELD", "SHARED_FIELD", "Archived",
+           "ExportResult", "FileLink", "MissingDocument", "Notice", "PackageOptions",
+           "SharedKey", "archive_verified", "check_objects", "check_request", "deliver",
+           "discard_package", "iter_redacted", "load_package", "manifest_bytes", "mint_links",
+           "package_prefix", "parse_target", "publish", "publish_manifest", "verify_package",
+           "write_package"]
+Progress = Callable[[float, str], None]
+"""Told how far a running export is (0..1) and what it is doing, in words."""
 
 
 class FileLink(BaseModel):
@@ -81,9 +84,19 @@ class SharedKey(BaseModel):
     storage_key: str
 
 
+class Notice(BaseModel):
+    """Whether the tenant's contacts were told the export is ready, and if not why."""
+
+    sent: bool
+    recipients: int
+    reason: str
+
+
 class ExportResult(BaseModel):
-    """What ``export --json`` and ``links --json`` print (DESIGN §3.1, plus the documents
-    the package lists as missing and the keys shared with other tenants' rows)."""
+    """What ``export --json`` and ``links --json`` print (DESIGN §3.1, extended: the documents
+    listed as missing, keys shared with other tenants' rows, when the package is deleted, and
+    the export-ready notice). The first file is the single-download archive when there is one.
+    """
 
     tenant_id: str
     export_id: str
@@ -92,11 +105,29 @@ class ExportResult(BaseModel):
     files: list[FileLink]
     documents_missing: list[MissingDocument] = []
     documents_shared_keys: list[SharedKey] = []
+    package_expires_at: str | None = None
+    notice: Notice | None = None
 
 
-def package_prefix(tenant_id: str, export_id: str) -> str:
-    """The folder of one export package in the export bucket."""
-    return f"exports/{tenant_id}/{export_id}/"
+@dataclass(frozen=True)
+class PackageOptions:
+    """How a package is written: its CSV dialect and the dates its guide states."""
+
+    dialect: CsvDialect
+    created_at: datetime
+    links_expire_at: datetime
+    package_expires_at: datetime
+
+    @classmethod
+    def for_export(cls, ctx: RunContext, export_id: str, *, excel: bool = False,
+                   dialect: CsvDialect | None = None,
+                   ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS,
+                   created_at: datetime | None = None) -> PackageOptions:
+        """Options from the request; dates from the export's start (its id) by default."""
+        created = created_at or export_started(export_id)
+        chosen = dialect or (CsvDialect.excel() if excel else DEFAULT_DIALECT)
+        return cls(chosen, created, created + timedelta(seconds=ttl_seconds),
+                   created + timedelta(days=ctx.settings.export_retention_days))
 
 
 def check_request(ctx: RunContext, tenant_id: str) -> str:
@@ -112,18 +143,28 @@ def check_request(ctx: RunContext, tenant_id: str) -> str:
     return canonical
 
 
-def write_package(
-    ctx: RunContext, tenant_id: str, export_id: str, *, excel: bool = False
-) -> list[FileRecord]:
-    """Stream every table and document of the tenant, from one snapshot, into the package."""
+def write_package(ctx: RunContext, tenant_id: str, export_id: str, *, excel: bool = False,
+                  options: PackageOptions | None = None,
+                  progress: Progress | None = None) -> list[FileRecord]:
+    """Stream every table and document of the tenant, from one snapshot, into the package,
+    then its guide. Returns the files in the order the manifest and the archive list them."""
     prefix = package_prefix(tenant_id, validate_export_id(export_id))
-    bucket = ctx.settings.export_bucket
-    records: list[FileRecord] = []
-    table_names = UniqueNames()
+    options = options or PackageOptions.for_export(ctx, export_id, excel=excel)
+    bucket, started = ctx.settings.export_bucket, time.monotonic()
+    told = progress or (lambda _fraction, _line: None)
 
     def sink(path: str, content_type: str) -> AbstractContextManager[objects.HashingSink]:
         return objects.upload(ctx.s3, bucket, prefix + path, content_type=content_type,
                               tenant_id=tenant_id)
+
+    total, done = max(len(ctx.catalog.tables), 1), [0, 0]
+
+    def table_done(name: str, rows: int) -> None:
+        done[0] += 1
+        done[1] += rows
+        fraction = 0.7 * done[0] / total
+        told(fraction, f"{done[0]} of {total} tables written ({done[1]} rows; last: {name}); "
+             f"{_remaining(started, fraction)}")
 
     # A retry of this step reuses the export id: start from an empty prefix, so nothing of a
     # failed attempt (an extra ZIP part, say) can end up in the package.
@@ -133,99 +174,41 @@ def write_package(
         if key.id != tenant_id:  # prefixes, locks and artifacts use the id as stored
             raise BadInput(f"tenant {tenant_id!r} is stored as {key.id!r}: export it under "
                            "that id", tenant_id=key.id)
-        for plan in ctx.catalog.tables:
-            stream = snap.read_table(plan, key, schema=ctx.catalog.config.db_schema)
-            path = f"data/{table_names.claim(plan.name, 'table')}.csv"
-            with sink(path, "text/csv; charset=utf-8") as out:
-                writer = CsvTableWriter(cast(IO[bytes], out), stream.schema, excel=excel)
-                for batch in stream.batches:
-                    writer.write_batch(batch)
-                writer.close()
-            records.append(FileRecord(
-                path=path, bytes=out.bytes, sha256=out.sha256, rows=writer.rows, kind="table",
-                table=plan.name, schema=table_schema(stream.schema, plan.primary_key),
-                extra=_scope_extra(snap, plan), foreign_keys=[
-                    {"fields": list(fk.columns), "table": fk.parent,
-                     "parent_fields": list(fk.parent_columns)} for fk in plan.foreign_keys],
-            ))
-        records.extend(_write_documents(ctx, snap, key, sink))
-    return records
+        tables = write_tables(ctx.catalog, snap, key, sink, dialect=options.dialect,
+                              created=options.created_at, table_done=table_done)
+        told(0.7, f"{total} tables written ({tables.rows} rows); packing the documents")
+        rule = ctx.catalog.config.documents
+        id_schema = tables.schemas.get(rule.table)
+        documents = write_documents(
+            ctx.s3, ctx.settings.documents_bucket, ctx.catalog, snap, key, sink,
+            dialect=options.dialect, part_limit=ctx.settings.zip_part_bytes,
+            id_field=id_schema.field(rule.id_column) if id_schema is not None
+            and rule.id_column in id_schema.names else None,
+            modified_at=options.created_at)
+    records = [*tables.records, *documents]
+    told(0.85, f"{total} tables and {documents[0].rows} documents written; writing the guide")
+    facts = GuideFacts(
+        tenant_id=tenant_id, tenant_name=tables.tenant.name or tenant_id, export_id=export_id,
+        created_at=options.created_at, links_expire_at=options.links_expire_at,
+        package_expires_at=options.package_expires_at, language=tables.tenant.language,
+        dialect=options.dialect, archive_path=archive_name(tenant_id, export_id))
+    inventory = guide_inventory(ctx.catalog, records, truncated_cells=tables.truncated_cells,
+                                too_wide=tables.too_wide)
+    return [*records, *write_guide(sink, facts, records, inventory)]
 
 
-def _scope_extra(snap: Snapshot, plan: TablePlan) -> dict[str, Any]:
-    """How the table's rows were chosen, and how many rows of it went to nobody."""
-    scope = plan.effective_scope
-    extra: dict[str, Any] = {"x-scope": scope.describe()}
-    if scope.kind in ("column", "references"):
-        cross, orphans = snap.unowned(plan)
-        extra.update({UNOWNED["cross_tenant_rows"]: cross, UNOWNED["orphan_rows"]: orphans})
-    return extra
-
-
-def _write_documents(ctx: RunContext, snap: Snapshot, key: TenantRef, sink: Any
-                     ) -> list[FileRecord]:
-    docs_bucket, rule = ctx.settings.documents_bucket, ctx.catalog.config.documents
-    refs = confined(iter_documents(snap, ctx.catalog, key), rule, key.id)
-    missing: list[dict[str, str]] = []
-
-    def opener(ref: DocumentRef) -> Iterator[bytes] | None:
-        reason = missing_reason(ref)
-        chunks = None if reason else open_blob(ctx.s3, docs_bucket, ref.storage_key)
-        if chunks is None:
-            missing.append({"document_id": ref.document_id,
-                            "reason": reason or "object not found"})
-        return chunks
-
-    inputs = (DocumentInput(document_id=ref.document_id, filename=ref.filename,
-                            open=partial(opener, ref)) for ref in refs)
-    parts: list[FileRecord] = []
-
-    def open_part(name: str) -> AbstractContextManager[IO[bytes]]:
-        return _recording(sink(f"documents/{name}", "application/zip"), f"documents/{name}", parts)
-
-    with closing(refs), sink("documents/index.csv", "text/csv; charset=utf-8") as index_out:
-        index = IndexWriter(cast(IO[bytes], index_out))
-        summary = write_document_parts(
-            inputs, open_part, index, part_limit=ctx.settings.zip_part_bytes,
-            modified_at=datetime.now(UTC).replace(microsecond=0),
-        )
-        index.close()
-    shared = [] if rule.keys_tenant_scoped is not False else [
-        {"document_id": r.document_id, "storage_key": r.storage_key}
-        for r in shared_keys(snap, ctx.catalog, key)]
-    index_record = FileRecord(
-        path="documents/index.csv", bytes=index_out.bytes, sha256=index_out.sha256,
-        rows=index.rows, kind="index", schema=index_schema(index.schema),
-        extra={"x-documents-ok": summary.documents_ok,
-               "x-documents-missing": summary.documents_missing,
-               MISSING_FIELD: missing, **({SHARED_FIELD: shared} if shared else {})},
-    )
-    return [index_record, *parts]
-
-
-class _recording(AbstractContextManager[IO[bytes]]):
-    """Wraps an upload so the finished part is recorded with its size and hash."""
-
-    def __init__(self, inner: AbstractContextManager[objects.HashingSink], path: str,
-                 into: list[FileRecord]) -> None:
-        self._inner, self._path, self._into = inner, path, into
-        self._sink: objects.HashingSink | None = None
-
-    def __enter__(self) -> IO[bytes]:
-        self._sink = self._inner.__enter__()
-        return cast(IO[bytes], self._sink)  # a RawIOBase is a valid byte sink
-
-    def __exit__(self, *exc: Any) -> bool | None:
-        result = self._inner.__exit__(*exc)
-        if exc[0] is None and self._sink is not None:
-            self._into.append(FileRecord(path=self._path, bytes=self._sink.bytes,
-                                         sha256=self._sink.sha256, kind="zip"))
-        return result
+def _remaining(started: float, fraction: float) -> str:
+    """``about 40 s left`` from the time so far and the share done."""
+    if fraction <= 0:
+        return "time left unknown"
+    left = (time.monotonic() - started) * (1 - fraction) / fraction
+    return f"about {left:.0f} s left" if left < 120 else f"about {left / 60:.0f} min left"
 
 
 def verify_package(ctx: RunContext, tenant_id: str, export_id: str,
                    records: list[FileRecord]) -> None:
-    """Read back every object and compare its SHA-256 (raises ``VerificationFailed``)."""
+    """Read back every object and compare its SHA-256 (raises ``VerificationFailed``); the
+    export flow does this while filling the archive (:func:`archive_verified`)."""
     prefix = package_prefix(tenant_id, export_id)
     for record in records:
         objects.verify(
@@ -234,26 +217,46 @@ def verify_package(ctx: RunContext, tenant_id: str, export_id: str,
         )
 
 
-def publish_manifest(ctx: RunContext, tenant_id: str, export_id: str, created_at: datetime,
-                     records: list[FileRecord]) -> FileRecord:
-    """Write ``datapackage.json`` (the commit marker) and verify it.
-
-    It carries the inventory of every table of the platform and each object's ETag, so
-    ``links`` can tell a package whose objects were deleted or replaced since.
-    """
+def manifest_bytes(ctx: RunContext, tenant_id: str, export_id: str, created_at: datetime,
+                   records: list[FileRecord], *, archive: bool) -> bytes:
+    """``datapackage.json`` for verified files: with the inventory of every table of the
+    platform and each object's ETag, so ``links`` can tell a package whose objects were
+    deleted or replaced since."""
     prefix = package_prefix(tenant_id, export_id)
     for record in records:
         found = head(ctx.s3, ctx.settings.export_bucket, prefix + record.path, tenant_id)
         if found is not None and found["etag"]:
             record.extra[ETAG_FIELD] = found["etag"]
     inventory = {k: v for k, v in classification(ctx.catalog).items() if k != "unclassified"}
-    data = encode_descriptor(build_descriptor(tenant_id, export_id, created_at, records,
-                                              inventory))
-    key = prefix + MANIFEST
-    stored = objects.put_bytes(ctx.s3, ctx.settings.export_bucket, key, data,
+    return encode_descriptor(build_descriptor(
+        tenant_id, export_id, created_at, records, inventory,
+        archive_path=archive_name(tenant_id, export_id) if archive else None))
+
+
+def archive_verified(ctx: RunContext, tenant_id: str, export_id: str, created_at: datetime,
+                     records: list[FileRecord]) -> Archived:
+    """Verify every file by reading it back into the single-download archive, which ends
+    with the manifest; the archive is verified too (raises ``VerificationFailed``)."""
+    return archive_package(
+        ctx.s3, ctx.settings.export_bucket, package_prefix(tenant_id, export_id), tenant_id,
+        export_id, records, created_at,
+        lambda: manifest_bytes(ctx, tenant_id, export_id, created_at, records, archive=True))
+
+
+def publish(ctx: RunContext, tenant_id: str, export_id: str, data: bytes) -> FileRecord:
+    """Write ``datapackage.json`` (the commit marker) and verify it."""
+    stored = objects.put_bytes(ctx.s3, ctx.settings.export_bucket,
+                               package_prefix(tenant_id, export_id) + MANIFEST, data,
                                content_type="application/json", tenant_id=tenant_id)
     objects.verify(ctx.s3, ctx.settings.export_bucket, stored, tenant_id)
     return FileRecord(path=MANIFEST, bytes=stored.bytes, sha256=stored.sha256, kind="manifest")
+
+
+def publish_manifest(ctx: RunContext, tenant_id: str, export_id: str, created_at: datetime,
+                     records: list[FileRecord]) -> FileRecord:
+    """Build and publish the manifest of verified files, for a package without an archive."""
+    return publish(ctx, tenant_id, export_id,
+                   manifest_bytes(ctx, tenant_id, export_id, created_at, records, archive=False))
 
 
 def discard_package(ctx: RunContext, tenant_id: str, export_id: str) -> int:
@@ -264,80 +267,51 @@ def discard_package(ctx: RunContext, tenant_id: str, export_id: str) -> int:
 
 
 def mint_links(ctx: RunContext, tenant_id: str, export_id: str, created_at: str,
-               manifest: FileRecord, records: list[FileRecord], ttl_seconds: int) -> ExportResult:
-    """Fresh signed links for every file of a verified package."""
+               manifest: FileRecord, records: list[FileRecord], ttl_seconds: int, *,
+               archive: FileRecord | None = None,
+               expires_at: datetime | None = None) -> ExportResult:
+    """Fresh signed links for every file of a verified package, the archive first.
+
+    ``expires_at``: the moment the package's guide promises (set when the export began);
+    the links then live until exactly then (at least one second), not ``ttl_seconds`` from
+    now, so the guide and the links agree.
+    """
     prefix = package_prefix(tenant_id, export_id)
     bucket = ctx.settings.export_bucket
-    expires = links.expiry(ttl_seconds)
+    now = datetime.now(UTC)
+    if expires_at is not None:
+        left = math.ceil((expires_at - now).total_seconds())
+        ttl_seconds = max(1, min(ttl_seconds, left))
+    expires = links.expiry(ttl_seconds, now)
+    if expires_at is not None and ttl_seconds > 1:
+        expires = expires_at
     files = [
         FileLink(path=r.path, url=links.signed_get(ctx.s3, bucket, prefix + r.path, ttl_seconds,
                                                    tenant_id),
                  bytes=r.bytes, sha256=r.sha256, rows=r.rows)
-        for r in [manifest, *records]
+        for r in [*([archive] if archive else []), manifest, *records]
     ]
     index = next((r for r in records if r.path == "documents/index.csv"), None)
     extra = index.extra if index is not None else {}
+    try:
+        created = datetime.fromisoformat(created_at)
+        kept = created + timedelta(days=ctx.settings.export_retention_days)
+        package_expires: str | None = kept.astimezone(UTC).isoformat(timespec="seconds")
+    except ValueError:
+        package_expires = None
     return ExportResult(tenant_id=tenant_id, export_id=export_id, created_at=created_at,
                         expires_at=expires.isoformat(timespec="seconds"), files=files,
                         documents_missing=extra.get(MISSING_FIELD, []),
-                        documents_shared_keys=extra.get(SHARED_FIELD, []))
+                        documents_shared_keys=extra.get(SHARED_FIELD, []),
+                        package_expires_at=package_expires)
 
 
 def load_package(ctx: RunContext, tenant_id: str, export_id: str | None
                  ) -> tuple[str, str, FileRecord, list[FileRecord]]:
-    """A retained, complete export (the newest when no id is given) read from its manifest."""
-    validate_tenant_id(tenant_id)
-    bucket = ctx.settings.export_bucket
-    require_bucket(ctx.s3, bucket, "export", tenant_id)
-    if export_id is None:
-        candidates = sorted(objects.list_prefixes(ctx.s3, bucket, f"exports/{tenant_id}/",
-                                                  tenant_id), reverse=True)
-        complete = (p for p in candidates
-                    if objects.list_keys(ctx.s3, bucket, p + MANIFEST, tenant_id))
-        chosen = next(complete, None)
-        if chosen is None:
-            raise BadInput(f"no complete export is retained for tenant {tenant_id!r}",
-                           tenant_id=tenant_id)
-        export_id = chosen.rstrip("/").rsplit("/", 1)[-1]
-    validate_export_id(export_id)
-    key = package_prefix(tenant_id, export_id) + MANIFEST
-    try:
-        raw = objects.read_bytes(ctx.s3, bucket, key, tenant_id)
-    except StorageError as err:
-        raise BadInput(f"no complete export {export_id!r} for tenant {tenant_id!r}",
-                       tenant_id=tenant_id) from err
-    descriptor = json.loads(raw)
-    manifest = FileRecord(path=MANIFEST, bytes=len(raw), sha256=hashlib.sha256(raw).hexdigest(),
-                          kind="manifest")
-    records = [
-        FileRecord(path=r["path"], bytes=r["bytes"], sha256=r["hash"].removeprefix("sha256:"),
-                   rows=r.get("rows"), extra={k: v for k, v in r.items() if k in KEPT_FIELDS})
-        for r in descriptor["resources"]
-    ]
-    check_objects(ctx, tenant_id, export_id, records)
-    return export_id, descriptor["created"], manifest, records
-
-
-def check_objects(ctx: RunContext, tenant_id: str, export_id: str,
-                  records: list[FileRecord]) -> None:
-    """Refuse a retained package whose objects no longer match its manifest (deleted, or
-    replaced: another size, another ETag) before anyone is handed a link to them."""
-    prefix = package_prefix(tenant_id, export_id)
-    for record in records:
-        found = head(ctx.s3, ctx.settings.export_bucket, prefix + record.path, tenant_id)
-        expected = record.extra.get(ETAG_FIELD)
-        if found is None:
-            problem = "is gone"
-        elif found["size"] != record.bytes:
-            problem = f"is {found['size']} bytes, the manifest says {record.bytes}"
-        elif expected and found["etag"] != expected:
-            problem = f"was replaced (ETag {found['etag']}, the manifest says {expected})"
-        else:
-            continue
-        raise VerificationFailed(
-            f"export {export_id} of tenant {tenant_id!r} no longer matches its manifest: "
-            f"{record.path} {problem}; no links were signed, run a new export",
-            tenant_id=tenant_id)
+    """A retained, complete export (the newest when no id is given) read from its manifest:
+    id, created time, manifest and files (the archive, not a resource, is left out)."""
+    found = retained_package(ctx, tenant_id, export_id)
+    return found.export_id, found.created, found.manifest, found.records
 
 
 def parse_target(ctx: RunContext, target_uri: str, tenant_id: str) -> tuple[str, str]:

@@ -33,16 +33,17 @@ def no_multipart_leftovers(platform: Platform) -> bool:
 def test_corrupted_object_fails_verification_and_is_cleaned_up(
     sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_verify = packaging.verify_package
+    real_verify = packaging.archive_verified
 
-    def corrupt_then_verify(ctx: Any, tenant: str, export_id: str, records: Any) -> None:
+    def corrupt_then_verify(ctx: Any, tenant: str, export_id: str, created: Any,
+                            records: Any) -> Any:
         key = packaging.package_prefix(tenant, export_id) + "data/members.csv"
         body = sqlite_platform.get(key)
         flipped = bytes([body[0] ^ 0x01]) + body[1:]  # one bit flipped, same size
         sqlite_platform.s3.put_object(Bucket=sqlite_platform.export_bucket, Key=key, Body=flipped)
-        real_verify(ctx, tenant, export_id, records)
+        return real_verify(ctx, tenant, export_id, created, records)
 
-    monkeypatch.setattr(packaging, "verify_package", corrupt_then_verify)
+    monkeypatch.setattr(packaging, "archive_verified", corrupt_then_verify)
     with pytest.raises(VerificationFailed, match=r"data/members\.csv"):
         run_export()
     assert sqlite_platform.export_keys() == []  # never published, nothing left
@@ -52,7 +53,7 @@ def test_corrupted_object_fails_verification_and_is_cleaned_up(
 def test_failure_while_streaming_leaves_nothing(
     sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flows.packaging as module
+    import flows.package_documents as module
 
     def broken_blob(client: Any, bucket: str, key: str | None) -> Any:
         if key == "t1/dup-b":
@@ -96,9 +97,11 @@ def boto_attempts() -> int:
 
 
 def assert_complete(platform: Platform, result: dict[str, Any]) -> None:
-    """Every file of the result is stored with the advertised size and SHA-256, nothing else."""
+    """Every file of the result is stored with the advertised size and SHA-256, nothing else
+    (but the archive's own record, for fresh links)."""
     prefix = packaging.package_prefix(result["tenant_id"], result["export_id"])
-    assert sorted(platform.export_keys()) == sorted(prefix + f["path"] for f in result["files"])
+    assert sorted(platform.export_keys()) == sorted(
+        [prefix + f["path"] for f in result["files"]] + [prefix + "x-archive.json"])
     for f in result["files"]:
         body = platform.get(prefix + f["path"])
         assert (len(body), hashlib.sha256(body).hexdigest()) == (f["bytes"], f["sha256"])
@@ -115,12 +118,19 @@ def read_backs(proxy: S3Proxy, platform: Platform) -> list[str]:
     return [s.request.key.split("/", 3)[3] for s in gets]
 
 
+def verified_once(result: dict[str, Any]) -> list[str]:
+    """The read-backs of a run that verified at once: every file into the archive, then the
+    archive itself, its record and the manifest (each read back after it was written)."""
+    archive, manifest, *records = [f["path"] for f in result["files"]]
+    return [*records, archive, "x-archive.json", manifest]
+
+
 def verified_after_retry(result: dict[str, Any], failed_reads: int) -> list[str]:
     """The read-backs of a run whose verification read members.csv ``failed_reads`` times in
-    vain, then ran again from the first file (a Prefect retry), then checked the manifest."""
-    manifest, *records = [f["path"] for f in result["files"]]
+    vain, then ran again from the first file (a Prefect retry), then went on as usual."""
+    records = [f["path"] for f in result["files"]][2:]
     first_pass = records[:records.index(MEMBERS)] + [MEMBERS] * failed_reads
-    return first_pass + records + [manifest]
+    return first_pass + verified_once(result)
 
 
 def test_transient_error_is_retried(sqlite_platform: Platform, proxy: S3Proxy) -> None:
@@ -164,9 +174,8 @@ def test_dropped_connection_is_retried(sqlite_platform: Platform, proxy: S3Proxy
     assert fault.hits == 1
     assert_complete(sqlite_platform, result)
     assert [s.outcome for s in proxy.requests(when)] == ["dropped", "forwarded"]
-    paths = [f["path"] for f in result["files"]]
     assert read_backs(proxy, sqlite_platform) == (
-        paths[1:] + paths[:1] if failed_reads is None
+        verified_once(result) if failed_reads is None
         else verified_after_retry(result, failed_reads))
 
 
@@ -237,3 +246,19 @@ def test_key_outside_the_tenant_prefix_is_refused(sqlite_platform: Platform,
     with pytest.raises(TerminalError, match=r"document 3 .*'t2/secret'"):
         run_export("t-1")
     assert sqlite_platform.export_keys() == []
+
+
+def test_links_when_access_is_denied_is_a_failure_not_gone(sqlite_platform: Platform,
+                                                           proxy: S3Proxy) -> None:
+    """links HEADs the manifest first: a missing one means the package is gone (bad input,
+    exit 2), but an access-denied answer is a storage failure (exit 1), never "gone"."""
+    from flows.export_flow import export_links
+    from kernel.errors import BadInput
+
+    result = run_export()
+    proxy.fail_next(1, status=403, code="AccessDenied",
+                    when=on("HeadObject", key_suffix="/datapackage.json"))
+    with pytest.raises(StorageError, match=r"datapackage\.json.*403") as failure:
+        export_links("t-1", result["export_id"], 600)  # a HEAD answer has no error code
+    assert not isinstance(failure.value, BadInput)
+    assert export_links("t-1", result["export_id"], 600)["export_id"] == result["export_id"]

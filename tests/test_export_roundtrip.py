@@ -130,7 +130,8 @@ def test_postgres_round_trip(postgres_platform: Platform) -> None:
 def test_zip_parts_split_by_size(sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENANT_EXPORT_ZIP_PART_BYTES", "1")  # every document closes its part
     result = run_export("t-1")
-    parts = [f["path"] for f in result["files"] if f["path"].endswith(".zip")]
+    parts = [f["path"] for f in result["files"] if f["path"].startswith("documents/")
+             and f["path"].endswith(".zip")]
     present = [d for d in awkward.DOCUMENTS if d[0] == "t-1" and d[4] is not None]
     assert parts == [f"documents/documents-{i:04d}.zip" for i in range(1, len(present) + 1)]
     files = fetch_package(result)
@@ -142,11 +143,49 @@ def test_manifest_describes_every_file(sqlite_platform: Platform) -> None:
     files = fetch_package(result)
     package = json.loads(files["datapackage.json"])
     described = {r["path"]: r for r in package["resources"]}
-    assert set(described) | {"datapackage.json"} == set(files)
+    archive = f"export-t-1-{result['export_id']}.zip"
+    assert [f["path"] for f in result["files"]][:2] == [archive, "datapackage.json"]
+    assert package["x-archive"] == archive  # named, not a resource: it holds the manifest
+    assert set(described) | {"datapackage.json", archive} == set(files)
     for path, resource in described.items():
         assert resource["bytes"] == len(files[path])
         assert resource["hash"] == "sha256:" + hashlib.sha256(files[path]).hexdigest()
     assert package["x-tenant-id"] == "t-1"
-    # the bucket holds exactly the listed files: nothing staged or temporary is left behind
+    kinds = {path: (r["type"], r.get("format")) for path, r in described.items()}
+    assert kinds["data/members.csv"] == ("table", "csv")
+    assert kinds["data/members.xlsx"] == ("file", "xlsx")
+    assert kinds["documents/index.csv"] == ("table", "csv")
+    assert kinds["documents/documents-0001.zip"] == ("file", "zip")
+    assert kinds["README.html"] == ("file", "html") and kinds["README.txt"] == ("file", "txt")
+    assert {p for p in described if p.startswith("data/")} == {
+        f"data/{t}.{ext}" for t in ("tenants", "members", "select", "documents", "loose")
+        for ext in ("csv", "xlsx")}
+    # the bucket holds exactly the listed files and the archive's record: nothing staged or
+    # temporary is left behind
     prefix = f"exports/t-1/{result['export_id']}/"
-    assert sorted(sqlite_platform.export_keys()) == sorted(prefix + p for p in files)
+    assert sorted(sqlite_platform.export_keys()) == sorted(
+        [prefix + p for p in files] + [prefix + "x-archive.json"])
+
+
+def test_index_relates_to_the_documents_table(sqlite_platform: Platform) -> None:
+    """index.csv: typed like documents.id, declared as referring to it; every row's id is a
+    row of the documents table, and the dialect of every CSV is recorded."""
+    files = fetch_package(run_export("t-1"))
+    package = json.loads(files["datapackage.json"])
+    by_path = {r["path"]: r for r in package["resources"]}
+    index, documents = by_path["documents/index.csv"], by_path["data/documents.csv"]
+    fields = {f["name"]: f for f in index["schema"]["fields"]}
+    assert fields["document_id"]["type"] == "integer" == next(
+        f["type"] for f in documents["schema"]["fields"] if f["name"] == "id")
+    assert fields["uploaded_at"]["type"] == "datetime"
+    assert index["schema"]["foreignKeys"] == [
+        {"fields": ["document_id"], "reference": {"resource": documents["name"],
+                                                  "fields": ["id"]}}]
+    _, index_rows = read_table(files, index)
+    _, document_rows = read_table(files, documents)
+    assert {r[0] for r in index_rows} <= {r[0] for r in document_rows}
+    for resource in package["resources"]:
+        if resource["type"] == "table":
+            assert resource["dialect"]["delimiter"] == ","
+            assert resource["dialect"]["x-bom"] is False
+            assert "x-formula-prefix" not in resource["dialect"]

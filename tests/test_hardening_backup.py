@@ -25,6 +25,7 @@ import pytest
 from flows import backup, prune, restore
 from flows.context import RunContext
 from flows.locks import tenant_lock
+from flows.package_archive import ARCHIVE_INFO
 from kernel.errors import VerificationFailed
 from kernel.settings import Settings
 from storage import backup_store as store
@@ -224,8 +225,9 @@ def test_a_killed_export_is_cleaned_up_by_the_next_run_without_waiting(
             pass
     assert objects.list_prefixes(platform.s3, bucket, "exports/t-1/") == [
         f"exports/t-1/{result['export_id']}/"]
-    assert sorted(keys(platform, bucket)) == sorted(
-        f"exports/t-1/{result['export_id']}/{f['path']}" for f in result["files"])
+    folder = f"exports/t-1/{result['export_id']}/"
+    assert sorted(keys(platform, bucket)) == sorted(  # the files and the archive's own record
+        [folder + ARCHIVE_INFO, *(folder + f["path"] for f in result["files"])])
     assert open_uploads(platform, bucket) == []
 
 

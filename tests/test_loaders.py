@@ -210,7 +210,8 @@ def check_storage_classes(table: pa.Table, text_folder: Path, resource: dict[str
             text = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
                 column_types={companion: pa.string()}, quoted_strings_can_be_null=False,
                 strings_can_be_null=True), parse_options=pacsv.ParseOptions(
-                newlines_in_values=True))
+                newlines_in_values=True,
+                delimiter=resource.get("dialect", {}).get("delimiter", ",")))
         column = table[field["name"]].combine_chunks()
         names = [column.type.field(code).name for code in column.type_codes.to_pylist()]
         assert names == [c or "null" for c in text[companion].to_pylist()], field["name"]
@@ -321,17 +322,20 @@ def test_sqlite_package_loads_exactly(sqlite_platform: Platform, tmp_path: Path,
         loader["load_package"](damaged)
 
 
-@pytest.mark.xfail(strict=True, reason="datapackage.json does not record the CSV dialect yet "
-                   "(issue 11 wiring in flows/packaging.py): the formula guard cannot be undone")
+@pytest.mark.parametrize("option", ["excel", "excel_semicolon"])
 def test_excel_variant_loads_exactly(sqlite_platform: Platform, tmp_path: Path,
-                                     loader: dict[str, Any]) -> None:
-    """The Excel variant (byte-order mark, formula guard recorded in the dialect) gives back the
-    same values: the loader strips the BOM and undoes the guard."""
-    package = export_to(tmp_path, excel=True)
+                                     loader: dict[str, Any], option: str) -> None:
+    """The Excel variants (byte-order mark, formula guard, ';' for the second, all recorded in
+    the dialect) give back the same values: the loader strips the BOM, takes the separator
+    from the dialect and undoes the guard."""
+    package = export_to(tmp_path, **{option: True})
     members = (tmp_path / "data" / "members.csv").read_bytes()
     assert members.startswith(b"\xef\xbb\xbf")
+    separator = ";" if option == "excel_semicolon" else ","
+    assert csv_resources(package)["data/members.csv"]["dialect"]["delimiter"] == separator
+    assert members.split(b"\r\n", 1)[0].count(separator.encode()) > 5
     guarded = b"\"'=1+2\"" in members  # awkward.STRINGS holds "=1+2"
-    assert not guarded or "x-formula-prefix" in csv_resources(package)["data/members.csv"][
+    assert guarded and "x-formula-prefix" in csv_resources(package)["data/members.csv"][
         "dialect"], ("the Excel variant guards formulas but datapackage.json does not record "
                      "it (dialect x-formula-prefix): no reader can give the values back")
     tables, frames, warned = load_checked(loader, tmp_path)

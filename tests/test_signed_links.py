@@ -31,11 +31,14 @@ def test_links_download_as_attachments(s3rver_platform: Platform) -> None:
     result = run_export("t-1", ttl=600)
     files = fetch_package(result)  # plain HTTP client; sizes and hashes checked
     assert "datapackage.json" in files
-    status, _, headers = download(result["files"][1]["url"])
-    assert status == 200
-    disposition = {k.lower(): v for k, v in headers.items()}["content-disposition"]
-    assert disposition.startswith("attachment;")
-    assert result["files"][1]["path"].rsplit("/", 1)[-1] in disposition
+    archive = f"export-t-1-{result['export_id']}.zip"
+    assert result["files"][0]["path"] == archive  # the single download comes first
+    for entry in result["files"][:3]:  # the archive, the manifest, a table
+        status, _, headers = download(entry["url"])
+        assert status == 200
+        disposition = {k.lower(): v for k, v in headers.items()}["content-disposition"]
+        assert disposition.startswith("attachment;")
+        assert entry["path"].rsplit("/", 1)[-1] in disposition
 
 
 def test_tampered_links_are_refused(s3rver_platform: Platform) -> None:

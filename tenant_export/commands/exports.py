@@ -9,7 +9,7 @@ import typer
 
 from kernel.ids import validate_export_id, validate_tenant_id
 from kernel.settings import Settings
-from kernel.timeparse import DEFAULT_LINK_TTL_SECONDS, parse_link_ttl
+from kernel.timeparse import parse_link_ttl
 from tenant_export.cliapp import JsonOption, TtlOption, app, run
 
 
@@ -21,9 +21,17 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
     typer.echo(f"Export {result['export_id']} of tenant {result['tenant_id']}")
     typer.echo(f"Links expire at {result['expires_at']}; each link is a secret, share it only "
                "with the tenant's authorised contacts.")
-    for f in result["files"]:
+    if result.get("package_expires_at"):
+        typer.echo(f"The package is kept until {result['package_expires_at']}.")
+    files = result["files"]
+    if files and files[0]["path"].startswith("export-") and files[0]["path"].endswith(".zip"):
+        typer.echo("The first file holds every other one, folders kept: one download.")
+    for f in files:
         rows = "" if f.get("rows") is None else f", {f['rows']} rows"
         typer.echo(f"\n{f['path']} ({f['bytes']} bytes{rows}, sha256 {f['sha256']})\n  {f['url']}")
+    notice = result.get("notice")
+    if notice:
+        typer.echo(f"\nExport-ready email to the tenant's contacts: {notice['reason']}.")
     missing = result.get("documents_missing") or []
     if missing:
         typer.echo(f"\n{len(missing)} document(s) listed as missing in documents/index.csv "
@@ -41,19 +49,28 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
 @app.command()
 def export(
     tenant: Annotated[str, typer.Argument(help="Tenant id.")],
-    link_ttl: TtlOption = str(DEFAULT_LINK_TTL_SECONDS),
-    excel: Annotated[bool, typer.Option("--excel", help="UTF-8 BOM in CSV files.")] = False,
+    link_ttl: TtlOption = "7d",
+    excel: Annotated[bool, typer.Option(
+        "--excel", help="CSV for spreadsheets: UTF-8 BOM, formulas neutralised with a leading "
+        "apostrophe (recorded in datapackage.json).")] = False,
+    excel_semicolon: Annotated[bool, typer.Option(
+        "--excel-semicolon", help="As --excel, with ';' as the separator (spreadsheets in "
+        "German, French... expect it).")] = False,
+    no_notify: Annotated[bool, typer.Option(
+        "--no-notify", help="Do not email the tenant's contacts that the export is "
+        "ready.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Offboarding export of one tenant; prints signed links to every file."""
 
     def body(_settings: Settings) -> dict[str, Any]:
-        ttl = parse_link_ttl(link_ttl)
+        parse_link_ttl(link_ttl)  # a bad duration is one clear line, exit 2
         validate_tenant_id(tenant)
         from flows.export_flow import ExportRequest, offboarding_export  # noqa: PLC0415
 
-        return offboarding_export(ExportRequest(tenant_id=tenant, link_ttl_seconds=ttl,
-                                                excel=excel))
+        return offboarding_export(ExportRequest(
+            tenant_id=tenant, link_ttl=link_ttl.strip(), excel=excel,
+            excel_semicolon=excel_semicolon, notify=not no_notify))
 
     print_result(run(body), as_json)
 
@@ -64,10 +81,10 @@ def links(
     export_id: Annotated[
         str | None, typer.Option("--export-id", help="Export id; default: the newest.")
     ] = None,
-    link_ttl: TtlOption = str(DEFAULT_LINK_TTL_SECONDS),
+    link_ttl: TtlOption = "7d",
     as_json: JsonOption = False,
 ) -> None:
-    """Fresh signed links for a retained export."""
+    """Fresh signed links for a retained export (refused once its retention ended)."""
 
     def body(_settings: Settings) -> dict[str, Any]:
         ttl = parse_link_ttl(link_ttl)
