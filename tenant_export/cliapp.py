@@ -5,16 +5,24 @@ Exit status: 0 success, 2 bad input, 1 failure. Errors are one line on stderr; `
 the traceback. Prefect is imported lazily so ``--help`` and input errors stay fast, and bad
 input (every argument, the configured database URLs, a command's own ``check``) is refused
 before it: no flow runs for a request that cannot succeed.
+
+Flows run on the configured Prefect server (``PREFECT_API_URL``); without one, on a local
+server kept between commands (:mod:`tenant_export.localserver`), started when a command calls
+its first flow, instead of a temporary server inside every process.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import threading
 import traceback
 import unicodedata
-from collections.abc import Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -22,11 +30,17 @@ from typer.core import TyperGroup
 
 from kernel.errors import BadInput, ExportError
 from kernel.settings import Settings
-from kernel.timeparse import shown
+from kernel.timeparse import parse_duration, shown
+
+if TYPE_CHECKING:
+    from tenant_export.localserver import Lease
 
 MAX_ARGUMENT_CHARS = 4096
 """No argument of this CLI is longer (4096 is also PATH_MAX): more is a paste gone wrong."""
 MAX_MESSAGE_CHARS = 1000
+LOCAL_SERVER_IDLE = "TENANT_EXPORT_LOCAL_SERVER_IDLE"
+"""How long the kept local Prefect server may idle (a duration); ``0``: keep none."""
+DEFAULT_LOCAL_SERVER_IDLE_SECONDS = 15 * 60
 
 
 def check_argument(arg: str) -> str:
@@ -131,31 +145,118 @@ def check_database_urls(settings: Settings) -> None:
             raise BadInput(f"{name}: {err}") from err
 
 
+def local_server_idle() -> int:
+    """Seconds the kept local Prefect server may idle, from ``TENANT_EXPORT_LOCAL_SERVER_IDLE``
+    (``0``: none is kept, every command starts Prefect's temporary server as before).
+
+    Raises:
+        BadInput: not a duration.
+    """
+    text = os.environ.get(LOCAL_SERVER_IDLE, "").strip()
+    if not text:
+        return DEFAULT_LOCAL_SERVER_IDLE_SECONDS
+    if set(text.rstrip("smhd").strip()) == {"0"}:  # 0, 0s, 00m: keep none
+        return 0
+    try:
+        return parse_duration(text)
+    except BadInput as err:
+        raise BadInput(f"{LOCAL_SERVER_IDLE}: {err}") from err
+
+
+def _span(seconds: int) -> str:
+    for unit, size in (("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+@contextmanager
+def _prefect_api(state_dir: Path, idle: int) -> Iterator[None]:
+    """The configured Prefect server, else the kept local one (said once on stderr when this
+    command starts it)."""
+    from prefect.settings import PREFECT_API_URL  # noqa: PLC0415 - env, profile or test harness
+
+    if PREFECT_API_URL.value() or idle == 0:
+        yield
+        return
+
+    def announce(lease: Lease) -> None:
+        typer.echo(f"started a local Prefect server on {lease.server.ui_url} (stops after "
+                   f"{_span(idle)} idle); set PREFECT_API_URL to use yours", err=True)
+
+    with _flows_on_kept_server(state_dir, idle, announce):
+        yield
+
+
+@contextmanager
+def _flows_on_kept_server(state_dir: Path, idle: int, announce: Callable[[Lease], None]
+                          ) -> Iterator[None]:
+    """Run every flow called in the block on the kept server, found or started at the first
+    call and held until the block ends.
+
+    Not before the first call: a body refuses bad input before it calls a flow, and a refused
+    command must not wait for a server (``serve`` calls none: it starts its own). Prefect has
+    no hook for "a flow is about to run", so ``Flow.__call__`` is wrapped for the block; each
+    call gets the URL in its own settings context, so flows started in other threads (the
+    portal's) use it too.
+    """
+    from prefect.flows import Flow  # noqa: PLC0415
+    from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: PLC0415
+
+    original = Flow.__call__
+    leases = ExitStack()
+    guard = threading.Lock()
+    found: list[str] = []
+
+    def api_url() -> str:
+        with guard:
+            if not found:
+                from tenant_export.localserver import use_server  # noqa: PLC0415 - only now
+
+                lease = leases.enter_context(use_server(state_dir, idle))
+                if lease.started:
+                    announce(lease)
+                found.append(lease.server.api_url)
+            return found[0]
+
+    @functools.wraps(original)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with temporary_settings(updates={PREFECT_API_URL: api_url()}):
+            return original(self, *args, **kwargs)
+
+    Flow.__call__ = call  # type: ignore[method-assign] # restored below
+    try:
+        with leases:
+            yield
+    finally:
+        Flow.__call__ = original  # type: ignore[method-assign] # the class's own again
+
+
 def run(action: Callable[[Settings], T], *, flows: bool = True,
         check: Callable[[Settings], object] | None = None) -> T:
     """Run a command body with the resolved settings, mapping errors to exit statuses.
 
     ``flows=False`` for commands that run no flow: they skip importing Prefect (seconds).
     ``check`` refuses bad input before Prefect is imported; a command that runs flows also has
-    its database URLs checked first.
+    its database URLs checked first. Its flows use the configured Prefect server, else the
+    kept local one (started when the body calls its first flow).
     """
     settings = resolve_settings()
     try:
         if flows:
             check_database_urls(settings)
+            idle = local_server_idle()
         if check is not None:
             check(settings)
-        if flows:
-            import prefect  # noqa: F401, PLC0415 - installs Prefect's console handler
-
-            from tenant_export.logs import quiet_console  # noqa: PLC0415
-
-            quiet_console(_state["debug"])
         if not flows:
             return action(settings)
-        from flows.context import using  # noqa: PLC0415 - imports Prefect
+        import prefect  # noqa: F401, PLC0415 - installs Prefect's console handler
 
-        with using(settings):
+        from flows.context import using  # noqa: PLC0415
+        from tenant_export.logs import quiet_console  # noqa: PLC0415
+
+        quiet_console(_state["debug"])
+        with _prefect_api(settings.state_dir, idle), using(settings):
             return action(settings)
     except BadInput as err:
         fail(err, 2)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,16 +31,41 @@ def test_export_json_contract(sqlite_platform: Platform) -> None:
     code, out, err = invoke("export", "t-1", "--json", "--link-ttl", "15m")
     assert code == 0, err
     doc = json.loads(out)
-    assert set(doc) == {"tenant_id", "export_id", "created_at", "expires_at", "files",
-                        "documents_missing", "documents_shared_keys"}
+    contract = {"tenant_id", "export_id", "created_at", "expires_at", "files"}
+    assert contract <= set(doc)  # DESIGN §3.1, extended only
+    assert set(doc) - contract == {"documents_missing", "documents_shared_keys",
+                                   "package_expires_at", "notice"}
     assert doc["tenant_id"] == "t-1"
     paths = [f["path"] for f in doc["files"]]
-    assert paths[0] == "datapackage.json"
+    assert paths[:2] == [f"export-t-1-{doc['export_id']}.zip", "datapackage.json"]
     assert "data/members.csv" in paths and "documents/index.csv" in paths
+    assert "data/members.xlsx" in paths and "README.html" in paths and "README.txt" in paths
     assert "documents/documents-0001.zip" in paths
     members = next(f for f in doc["files"] if f["path"] == "data/members.csv")
     assert set(members) == {"path", "url", "bytes", "sha256", "rows"} and members["rows"] > 0
-    assert "X-Amz-Expires=900" in members["url"]
+    # the links live until the moment the guide inside the package states (15 min from the
+    # export's start), not 15 min from when they were signed
+    expires = int(re.search(r"X-Amz-Expires=(\d+)", members["url"]).group(1))  # type: ignore[union-attr]
+    assert 800 < expires <= 900
+    created = datetime.fromisoformat(doc["created_at"])
+    assert datetime.fromisoformat(doc["expires_at"]) == created + timedelta(minutes=15)
+    assert doc["notice"]["sent"] is False  # no SMTP in this test, and it says so
+
+
+def test_excel_options_are_recorded(sqlite_platform: Platform) -> None:
+    code, out, err = invoke("export", "t-1", "--json", "--excel-semicolon")
+    assert code == 0, err
+    files = fetch_package(json.loads(out))
+    package = json.loads(files["datapackage.json"])
+    for resource in package["resources"]:
+        if resource["type"] == "table":
+            assert resource["dialect"]["delimiter"] == ";" and resource["dialect"]["x-bom"]
+            assert files[resource["path"]].startswith(b"\xef\xbb\xbf")
+    code, out, err = invoke("export", "t-1", "--json", "--excel")
+    assert code == 0, err
+    members = json.loads(fetch_package(json.loads(out))["datapackage.json"])["resources"]
+    dialect = next(r for r in members if r["path"] == "data/members.csv")["dialect"]
+    assert dialect["delimiter"] == "," and dialect["x-formula-prefix"] == "'"
 
 
 def test_unknown_tenant_exits_2_and_writes_nothing(sqlite_platform: Platform) -> None:
@@ -112,8 +139,10 @@ def test_empty_tenant_gives_a_valid_empty_package(sqlite_platform: Platform) -> 
     doc = json.loads(out)
     files = fetch_package(doc)
     package = json.loads(files["datapackage.json"])
-    assert not any(p.endswith(".zip") for p in files)
+    assert not any(p.startswith("documents/") and p.endswith(".zip") for p in files)
     for resource in package["resources"]:
+        if resource["type"] != "table":  # workbooks, the guide: not CSV
+            continue
         header, rows = read_table(files, resource)
         expected = 1 if resource.get("x-source-table") == "tenants" else 0
         assert len(rows) == expected == resource["rows"], resource["path"]
@@ -131,13 +160,30 @@ def test_links_command(sqlite_platform: Platform) -> None:
     again = json.loads(out)
     assert again["export_id"] == first["export_id"]
     assert [f["path"] for f in again["files"]] == [f["path"] for f in first["files"]]
+    assert again["files"][0]["sha256"] == first["files"][0]["sha256"]  # the archive too
     fetch_package(again)
     code, _, err = invoke("links", "t-1", "--export-id", "20200101T000000Z-dead")
-    assert code == 2 and "no complete export" in err
+    assert code == 2 and "is gone" in err and "no complete export" in err
     code, _, err = invoke("links", "t-empty")
     assert code == 2 and "no complete export" in err
     code, _, err = invoke("links", "t-1", "--export-id", "../../x")
     assert code == 2
+
+
+def test_links_for_a_package_whose_retention_ended(sqlite_platform: Platform) -> None:
+    """The package was deleted by the retention cleanup: links says so, exit 2."""
+    from flows.offboarding_flow import export_retention
+
+    code, out, err = invoke("export", "t-1", "--json")
+    assert code == 0, err
+    export_id = json.loads(out)["export_id"]
+    deleted = export_retention(now=datetime.now(UTC) + timedelta(days=31))
+    assert [r["export_id"] for r in deleted] == [export_id]
+    code, out, err = invoke("links", "t-1", "--export-id", export_id)
+    assert code == 2 and out == ""
+    assert f"export {export_id} of tenant 't-1' is gone" in err
+    assert "retention ended" in err and "run a new export" in err
+    assert "Traceback" not in err
 
 
 def test_console_script_prints_only_json_on_stdout(sqlite_platform: Platform) -> None:

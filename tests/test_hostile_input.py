@@ -193,6 +193,8 @@ def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr("tenant_export.logs.quiet_console", lambda _debug: None)
     monkeypatch.setattr("typer.testing._get_command", lambda _app: ROOT)
     monkeypatch.setattr(socket.socket, "listen", reached("a listening socket"))
+    # moto's server listens in a thread and would wait for it forever: stop at its start
+    monkeypatch.setattr("moto.server.ThreadedMotoServer.start", reached("a listening socket"))
     monkeypatch.setattr(subprocess.Popen, "__init__", reached("a new process"))
     platform = tmp_path / "platform.sqlite"
     awkward.create_sqlite(str(platform))
@@ -201,6 +203,7 @@ def sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.setenv("TENANT_EXPORT_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("TENANT_EXPORT_SOURCE_URL", f"sqlite:///{platform}")
+    monkeypatch.setenv("TENANT_EXPORT_LOCAL_SERVER_IDLE", "0")  # no kept server: a flow call stops
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # discard: nothing leaves
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")

@@ -3,8 +3,13 @@
 Issue 4 acceptance: "From the Prefect UI (exercised through the Prefect API in tests): start a
 case, enter time through the input form, close it, read the statement artifact". The UI does
 exactly what this test does: it finds the paused ``assisted_migration`` run, reads the input
-schema the pause advertises (that is what the form is rendered from), and resumes the run with
-the form's values as ``run_input``.
+schema and description the pause advertises (that is what the form is rendered from), and
+resumes the run with the form's values as ``run_input``; the server checks them against the
+schema first, as the form does.
+
+Issue 13: one form per action with only its fields (a first form chooses the action), no
+optional-type toggles, no default for ``kind``, and a refused entry shown to the operator in
+the next form and on the case card, not only in the logs.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
 
+from billing.tz import berlin_date
 from flows.migration_flow import MigrationCaseRequest, assisted_migration
 from kernel.ids import artifact_key
 from tests.conftest import Platform
@@ -90,8 +97,9 @@ def _assisted_migration_runs(client: Any, *, paused_only: bool) -> list[Any]:
 
 
 def _paused_with_form(client: Any, run_id: UUID, previous_pause: str | None
-                      ) -> tuple[Any, dict[str, Any]] | None:
-    """The run's state and input schema once it waits for a new form, else ``None``.
+                      ) -> tuple[Any, dict[str, Any], str] | None:
+    """The run's state, input schema and description once it waits for a new form, else
+    ``None``.
 
     The flow sets the Paused state first and saves the form schema just after; the server
     refuses a resume until the schema exists, so both must be there.
@@ -105,22 +113,44 @@ def _paused_with_form(client: Any, run_id: UUID, previous_pause: str | None
     assert keyset, f"the paused state does not advertise an input form: {state!r}"
     try:
         schema = json.loads(client.read_flow_run_input(run_id, keyset["schema"]))
+        description = json.loads(client.read_flow_run_input(run_id, keyset["description"]))
     except (ObjectNotFound, PrefectHTTPStatusError):
         return None
-    return state, schema
+    return state, schema, description
 
 
-def _submit(client: Any, flow: FlowThread, run_id: UUID, pause_key: str,
-            form: dict[str, Any]) -> str:
-    """Fill the form of the current pause (what the UI's Resume button does)."""
-    from prefect.flow_runs import resume_flow_run
+class Operator:
+    """Fills the case run's forms through the API, exactly as the UI's Resume button does."""
 
-    resume_flow_run(run_id, run_input=form)
-    if form.get("action") == "close":
-        return pause_key
-    state, _ = _wait_for(f"the run to wait for input again after {form}",
-                         lambda: _paused_with_form(client, run_id, pause_key), flow)
-    return str(state.state_details.pause_key)
+    def __init__(self, client: Any, flow: FlowThread, run_id: UUID) -> None:
+        self.client, self.flow, self.run_id = client, flow, run_id
+        self.pause: str | None = None
+        self.schema: dict[str, Any] = {}
+        self.description = ""
+
+    def wait_for_form(self) -> dict[str, Any]:
+        state, self.schema, self.description = _wait_for(
+            f"a new form after pause {self.pause}",
+            lambda: _paused_with_form(self.client, self.run_id, self.pause), self.flow)
+        self.pause = str(state.state_details.pause_key)
+        return self.schema
+
+    def submit(self, values: dict[str, Any]) -> None:
+        """Resume the current pause with ``values``; raises when the form refuses them."""
+        from prefect.flow_runs import resume_flow_run
+
+        resume_flow_run(self.run_id, run_input=values)
+
+    def record(self, action: str, fields: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Choose ``action`` in the first form, fill the second (if any); the next form's
+        schema (none after ``close``)."""
+        assert set(self.schema["properties"]) == {"action"}, self.schema
+        self.submit({"action": action})
+        if fields is None:
+            return {} if action == "close" else self.wait_for_form()
+        self.wait_for_form()
+        self.submit(fields)
+        return self.wait_for_form()
 
 
 def _logs(client: Any, run_id: UUID) -> list[str]:
@@ -130,15 +160,26 @@ def _logs(client: Any, run_id: UUID) -> list[str]:
         log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200)]
 
 
+def _no_optional_types(schema: dict[str, Any]) -> None:
+    """Nothing the UI would render as a "Property is type None" toggle."""
+    text = json.dumps(schema)
+    assert "anyOf" not in text and "oneOf" not in text and '"null"' not in text, schema
+
+
+def _card(client: Any, run_id: UUID) -> Any:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    cards = [a for a in client.read_artifacts(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        if (a.key or "").startswith("migration-")]
+    assert len(cards) <= 1, "the case card is updated in place, not repeated"
+    return cards[0] if cards else None
+
+
 def test_operator_runs_a_case_from_the_ui(sqlite_platform: Platform,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterKey,
-        FlowRunFilter,
-        FlowRunFilterId,
-    )
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.states import Cancelled
 
     monkeypatch.setenv("TENANT_EXPORT_MIGRATION_POLL_SECONDS", "1")
@@ -160,47 +201,71 @@ def test_operator_runs_a_case_from_the_ui(sqlite_platform: Platform,
             run = _wait_for("a new paused assisted_migration run", new_paused_run, flow)
             run_id = run.id
             assert run.name == "migration-t-1"
-            state, schema = _wait_for("the input form of the first pause",
-                                      lambda: _paused_with_form(client, run.id, None), flow)
-            assert state.state_details.run_input_keyset["schema"].endswith("-schema")
-            fields = schema["properties"]
-            assert {"action", "minutes", "kind", "on", "entry_id", "booking_id", "start",
-                    "reverses", "target_uri", "link_ttl_seconds"} <= set(fields)
-            assert "action" in schema.get("required", [])
-            actions = json.dumps(fields["action"])
-            for action in ("log-time", "book", "cancel", "no-show", "correct",
-                           "deliver-export", "fresh-links", "close"):
-                assert f'"{action}"' in actions, (action, fields["action"])
-            pause = str(state.state_details.pause_key)
+            ui = Operator(client, flow, run.id)
+            first = ui.wait_for_form()
+            # The first form asks for the action only, in words; nothing optional to toggle.
+            assert set(first["properties"]) == {"action"} and first["required"] == ["action"]
+            assert first["title"] == "What to record next"
+            assert first["properties"]["action"]["title"] == "What to record"
+            assert first["properties"]["action"]["enum"] == [
+                "log-time", "book", "cancel", "no-show", "correct", "deliver-export",
+                "fresh-links", "close"]
+            _no_optional_types(first)
+            assert "Choose what to record" in ui.description
 
             # The case id, from the markdown artifact the run publishes for the operator.
-            def case_card() -> Any:
-                cards = [a for a in client.read_artifacts(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
-                    if (a.key or "").startswith("migration-")]
-                return cards[0] if cards else None
-
-            card = _wait_for("the case's markdown artifact", case_card, flow)
+            card = _wait_for("the case's markdown artifact", lambda: _card(client, run.id), flow)
             found = re.search(r"Migration case `([^`]+)`", str(card.data))
             assert found, card.data
             case_id = found.group(1)
             assert card.key == artifact_key("migration", case_id)
             assert "first response due" in str(card.data)
+            assert case_id in ui.description
 
-            # -- enter time through the form --------------------------------------------------
-            work = {"action": "log-time", "minutes": 31, "kind": "work", "on": "2026-11-26",
+            # -- the log-time form: only its fields, kind without a default -------------------
+            ui.submit({"action": "log-time"})
+            log_form = ui.wait_for_form()
+            assert set(log_form["properties"]) == {"minutes", "kind", "on", "note", "entry_id"}
+            assert set(log_form["required"]) == {"minutes", "kind"}
+            assert "default" not in log_form["properties"]["kind"]
+            assert log_form["properties"]["kind"]["enum"] == ["work", "live"]
+            assert log_form["properties"]["on"]["default"] == str(berlin_date(datetime.now(UTC)))
+            assert log_form["title"] == "Log time"
+            for name, prop in log_form["properties"].items():
+                assert prop["title"] != name and prop["description"], (name, prop)
+            _no_optional_types(log_form)
+
+            # The form itself refuses a value out of range, and a missing kind (what the UI
+            # shows next to the field); the run keeps waiting on the same form.
+            for bad in ({"minutes": 0, "kind": "work"}, {"minutes": 5},
+                        {"minutes": 5, "kind": "work", "entry_id": "has space"}):
+                with pytest.raises(RuntimeError, match="Cannot resume this run"):
+                    ui.submit(bad)
+            assert client.read_flow_run(run.id).state.state_details.pause_key == ui.pause
+
+            work = {"minutes": 31, "kind": "work", "on": "2026-11-26",
                     "note": "mapping the successor's folders", "entry_id": "ui-1"}
-            pause = _submit(client, flow, run.id, pause, work)
-            pause = _submit(client, flow, run.id, pause, work)  # submitted twice: counts once
-            # A wrong entry is refused and logged; the case keeps waiting for input.
-            pause = _submit(client, flow, run.id, pause,
-                            {"action": "log-time", "minutes": 0, "entry_id": "ui-bad"})
-            pause = _submit(client, flow, run.id, pause,
-                            {"action": "log-time", "minutes": 45, "kind": "live",
-                             "on": "2026-11-27", "entry_id": "ui-2"})
+            ui.submit(work)
+            ui.wait_for_form()
+            assert "Recorded (Log time): entry id ui-1, recorded True." in ui.description
+            ui.record("log-time", work)  # submitted twice: counts once
+            assert "recorded False" in ui.description
+
+            # -- a refusal by the rules: shown in the next form and on the card ---------------
+            too_soon = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+            ui.record("book", {"start": too_soon.isoformat(), "minutes": 60})
+            assert ui.description.startswith("**Refused (Book live assistance):**"), ui.description
+            assert "at least 3 days ahead" in ui.description
+            card = _card(client, run.id)
+            assert "| book | **refused**" in str(card.data) and "3 days ahead" in str(card.data)
+            assert "| log-time | entry id ui-1, recorded True |" in str(card.data)
+
+            ui.record("log-time", {"minutes": 45, "kind": "live", "on": "2026-11-27",
+                                   "entry_id": "ui-2"})
+            assert "Recorded (Log time): entry id ui-2" in ui.description
 
             # -- close it ---------------------------------------------------------------------
-            _submit(client, flow, run.id, pause, {"action": "close"})
+            ui.record("close")
             flow.join(timeout=DEADLINE_SECONDS)
             assert not flow.is_alive(), "the case flow did not finish after close"
         finally:
@@ -228,6 +293,7 @@ def test_operator_runs_a_case_from_the_ui(sqlite_platform: Platform,
         assert statement["total_eur"] == "227.50"
         csv_key = f"migrations/t-1/{case_id}/statement.csv"
         assert statement["statement_csv"] == f"s3://{sqlite_platform.export_bucket}/{csv_key}"
+        assert "| close | total eur 227.50" in str(_card(client, run.id).data)
 
         # -- read the statement artifact ---------------------------------------------------
         key = artifact_key("statement", case_id)
@@ -243,10 +309,10 @@ def test_operator_runs_a_case_from_the_ui(sqlite_platform: Platform,
         assert "227.50" in (artifact.description or "")
         assert csv_key in (artifact.description or "")
 
-        # The refusal of the bad entry is in the run's logs (shipped to the API in batches).
+        # The refusal is in the run's logs too (shipped to the API in batches).
         _wait_for("the refusal in the run's logs",
                   lambda: [m for m in _logs(client, run.id)
-                           if "log-time failed" in m and "positive" in m], None)
+                           if "book refused" in m and "3 days ahead" in m], None)
 
     # -- and the CSV in the export bucket ------------------------------------------------------
     rows = list(csv.reader(io.StringIO(sqlite_platform.get(csv_key).decode())))
