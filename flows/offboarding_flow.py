@@ -3,13 +3,15 @@ dates have come, the export-retention cleanup and the purge. Thin: the recipes a
 ``flows/offboarding.py`` and ``flows/purge.py``.
 
 ``now`` parameters replay a day (tests drive the clock with them); scheduled runs leave them
-empty. Events (``tenant.export.ready``, ``tenant.purged``, ``tenant.offboarding.<step>``) name
+empty. A run started from a deployment may only replay the past: a ``now`` ahead of the clock
+would send notices and purge early on anyone's say-so (:func:`replay_clock`).
+Events (``tenant.export.ready``, ``tenant.purged``, ``tenant.offboarding.<step>``) name
 the resource ``tenant.<id>`` so operators can attach automations.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -87,10 +89,27 @@ def _actions(now: datetime | None) -> CaseActions:
                        purge=purge)
 
 
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def replay_clock(now: datetime | None) -> datetime | None:
+    """``now`` unless a deployment's run names a time ahead of the real clock (refused)."""
+    if now is None:
+        return None
+    from prefect.runtime import deployment  # noqa: PLC0415 - only when a time is named
+
+    aware = now if now.tzinfo else now.replace(tzinfo=UTC)
+    if deployment.id and aware > datetime.now(UTC) + CLOCK_SKEW:
+        raise BadInput(f"now={aware:%Y-%m-%dT%H:%M:%SZ} is in the future: a deployment's run "
+                       "may replay a past day, never bring dates forward")
+    return now
+
+
 @flow(name="offboarding", flow_run_name="offboarding-{request.tenant_id}", persist_result=False)
 def offboarding(request: OffboardingRequest, now: datetime | None = None) -> dict[str, Any]:
     """Open (or resume) the case: final backup, export, export-ready email; the sweeper does
     the rest on its dates. The result holds the export's links; they are never logged."""
+    now = replay_clock(now)
     settings = current_settings()
     ctx = RunContext.open(settings)
     try:
@@ -122,6 +141,7 @@ def offboarding(request: OffboardingRequest, now: datetime | None = None) -> dic
 def offboarding_sweeper(now: datetime | None = None) -> list[dict[str, Any]]:
     """Daily: send the deletion notices that are due, purge the cases whose date has come.
     One case failing never stops the others, but fails the run."""
+    now = replay_clock(now)
     desk = CaseDesk.open(current_settings(), now, emit)
     rows: list[dict[str, Any]] = []
     try:
@@ -149,6 +169,7 @@ def offboarding_sweeper(now: datetime | None = None) -> list[dict[str, Any]]:
 @flow(name="export_retention", flow_run_name="export-retention")
 def export_retention(now: datetime | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
     """Delete export packages whose retention ended (and incomplete ones older than a day)."""
+    now = replay_clock(now)
     settings = current_settings()
     desk = CaseDesk.open(settings, now, emit)
     try:
@@ -169,6 +190,7 @@ def purge_tenant(request: PurgeRequest, now: datetime | None = None) -> dict[str
     if not request.confirm:
         raise BadInput("purge deletes every export and backup of the tenant and destroys its "
                        "data key: confirm it (--confirm)", tenant_id=request.tenant_id)
+    now = replay_clock(now)
     settings = current_settings()
     key = signing_key_from_settings(settings)
     desk = CaseDesk.open(settings, now, emit)

@@ -350,3 +350,19 @@ def test_case_dates_follow_the_contract_end() -> None:
                 "2026-11-26T09:00:00Z", "operator")
     assert notice_due(case) == datetime(2026, 12, 19, tzinfo=UTC)
     assert date.fromisoformat(case.contract_end) + timedelta(days=30) == date(2026, 12, 26)
+
+
+def test_a_deployments_run_may_not_bring_the_clock_forward(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Anyone who can start a run could otherwise purge every open case early."""
+    from prefect.runtime import deployment
+
+    from flows.offboarding_flow import replay_clock
+
+    ahead = datetime.now(UTC) + timedelta(days=40)
+    past = datetime.now(UTC) - timedelta(days=3)
+    assert replay_clock(ahead) == ahead  # in-process (tests, the CLI's replay): allowed
+    monkeypatch.setattr(deployment, "id", "2d6d2cbe-7a3b-4a6e-9d0e-2f0b4c1b7a11", raising=False)
+    with pytest.raises(BadInput, match="in the future"):
+        replay_clock(ahead)
+    assert replay_clock(past) == past and replay_clock(None) is None
