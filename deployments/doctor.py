@@ -19,7 +19,7 @@ from kernel.errors import ExportError
 from kernel.settings import Settings
 from sources.catalog import CatalogConfig, discover
 from sources.database import open_engine
-from storage.keys import parse_master_key
+from storage.keys import describe_master_keys
 from storage.ledger import Ledger
 from storage.s3 import make_client, require_bucket
 
@@ -75,11 +75,9 @@ def _bucket(settings: Settings, bucket: str, role: str) -> Callable[[], str]:
 
 
 def _master_key(settings: Settings) -> str:
-    value = settings.master_key_value()
-    if not value:
-        raise ExportError("TENANT_EXPORT_MASTER_KEY is not set: backups cannot run "
-                          "(`tenant-export keygen` makes one)")
-    return f"set ({parse_master_key(value).key_id})"
+    """The key (and the one being retired) parsed and, for KMS, looked up: a disabled or
+    missing KMS key fails here rather than at the first backup."""
+    return describe_master_keys(settings)
 
 
 def _control(settings: Settings) -> str:

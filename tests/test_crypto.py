@@ -237,7 +237,8 @@ def test_dropping_a_middle_segment_fails() -> None:
         decrypt(CIPHER[:HEADER_BYTES] + b"".join(parts))
 
 
-@pytest.mark.parametrize("garbage", [b"\x00", b"x" * 15, b"x" * 100, os.urandom(SEG + TAG_BYTES)])
+@pytest.mark.parametrize("garbage", [b"\x00", b"x" * 15, b"x" * 100, os.urandom(SEG + TAG_BYTES)],
+                         ids=["nul", "15-bytes", "100-bytes", "random-segment"])
 def test_appended_garbage_fails(garbage: bytes) -> None:
     with pytest.raises(VerificationFailed):
         decrypt(CIPHER + garbage)

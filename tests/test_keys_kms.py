@@ -205,3 +205,17 @@ def test_a_record_made_with_another_kms_key_is_refused_naming_both(
         assert first in str(refused.value) and second.arn in str(refused.value)
     finally:
         ctx.close()
+
+
+def test_doctor_looks_the_kms_key_up(kms: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disabled KMS key fails ``doctor``'s master-key line, not the first backup."""
+    from deployments.doctor import _master_key
+
+    meta = kms.create_key(Description="tenant-export master")["KeyMetadata"]
+    arn = meta["Arn"]
+    settings = Settings(master_key=arn, s3_region="eu-central-1")
+    monkeypatch.setattr("storage.keys.make_kms_client", lambda *_a, **_k: kms)
+    assert f"KMS key {arn} (Enabled)" in _master_key(settings)
+    kms.disable_key(KeyId=meta["KeyId"])
+    with pytest.raises(TerminalError, match="Disabled"):
+        _master_key(settings)
