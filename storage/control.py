@@ -7,6 +7,7 @@ reach it is reported (``ControlDbError``, naming the database without its passwo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, event
@@ -23,6 +24,9 @@ def open_control(url: str, metadata: MetaData) -> Engine:
     if sqlite and parsed.database not in (None, "", ":memory:"):
         try:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # tokens, cases and holds live here: owner-only from the start (SQLite gives its
+            # -wal and -shm files the database file's permissions)
+            os.close(os.open(parsed.database, os.O_CREAT | os.O_RDWR, 0o600))
         except OSError as err:
             raise ControlDbError(f"cannot create the folder of the control database "
                                  f"{describe_url(parsed)}: {err.strerror or err}") from err

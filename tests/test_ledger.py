@@ -66,3 +66,14 @@ def test_events_keep_their_order_and_case(ledger_url: str) -> None:
 def test_unreachable_control_database() -> None:
     with pytest.raises(ControlDbError, match="control database"):
         Ledger("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_a_new_sqlite_control_database_is_owner_only(tmp_path: Path) -> None:
+    """Portal token hashes, cases and legal holds live there: nobody else on the host reads it."""
+    import stat
+
+    from storage.control import open_control
+
+    path = tmp_path / "state" / "control.sqlite"
+    open_control(f"sqlite:///{path}", sa.MetaData()).dispose()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
