@@ -4,6 +4,7 @@ run's parameters, state messages, artifacts or logs, in the CLI's output, or in 
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Iterator
@@ -36,7 +37,11 @@ def credentials(postgres_platform: Platform, postgres_url: str,
         "restore target password": "tgtpw" + secrets.token_hex(12),
         "s3 secret key": "s3sk" + secrets.token_hex(16),
         "master key": Settings().master_key_value() or "",
+        "smtp password": "smtppw" + secrets.token_hex(12),
+        "signing key": base64.b64encode(secrets.token_bytes(32)).decode("ascii"),
     }
+    monkeypatch.setenv("TENANT_EXPORT_SMTP_PASSWORD", found["smtp password"])
+    monkeypatch.setenv("TENANT_EXPORT_SIGNING_KEY", found["signing key"])
     monkeypatch.setenv("TENANT_EXPORT_SOURCE_URL",
                        _with_password(postgres_platform.source_url, found["db password"]))
     monkeypatch.setenv("TENANT_EXPORT_CONTROL_URL", _with_password(
@@ -136,6 +141,8 @@ def test_no_credential_reaches_prefect_or_the_terminal(credentials: dict[str, st
     cli("migration", "log", case, "--minutes", "30", "--json")
     cli("migration", "close", case, "--json")
     cli("doctor")
+    cli("purge", "t-1", "--confirm", "--json")  # signs a certificate with the signing key
+    cli("certificate", "public-key")
     # failures carry no credential either: an unreachable database, a bad restore target
     dead = _with_password(f"postgresql://postgres@127.0.0.1:{free_port()}/gone",
                           credentials["db password"])
