@@ -35,7 +35,7 @@ demo: venv
 test: venv preflight $(S3RVER)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-# ruff, then the layering of DESIGN §2 (import-linter: stages never import each other)
+# ruff, then the layering of docs/design.md §2 (import-linter: stages never import each other)
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports

