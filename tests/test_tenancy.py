@@ -243,6 +243,36 @@ def test_schema_per_tenant_reads_each_tenant_from_its_own_schema(ref_schemas: Se
         assert not [s for s in others if s in files["datapackage.json"].decode()]
 
 
+def test_schema_per_tenant_backs_up_each_tenant_from_its_own_schema(ref_schemas: Setup,
+                                                                     tmp_path: Path) -> None:
+    """Each tenant's snapshot, restored into an empty database, holds its own schema's rows
+    and no other tenant's."""
+    from flows import backup, restore
+    from flows.keyring import master_key
+
+    ref = ref_schemas.ref
+    with psycopg.connect(ref_schemas.url, autocommit=True) as conn:
+        for tenant in ref.tenant_ids:
+            conn.execute(f"UPDATE {tenant_schema(tenant)}.tenant_settings SET value = %s "
+                         "WHERE key = 'theme'", (f"marker-of-{tenant}",))
+    settings = Settings()
+    ctx = RunContext.open(settings)
+    try:
+        for tenant in ref.tenant_ids:
+            backup.backup_tenant(ctx, master_key(settings), tenant)
+            target = tmp_path / f"{tenant}.sqlite"
+            restore.restore_snapshot(ctx, master_key(settings), tenant, f"sqlite:///{target}")
+            with sqlite3.connect(target) as db:
+                tables = [r[0] for r in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")]
+                text = repr([db.execute(f'SELECT * FROM "{t}"').fetchall() for t in tables])
+            assert "tenant_settings" in tables and "members" in tables, tables
+            assert f"marker-of-{tenant}" in text
+            assert not [t for t in ref.tenant_ids if t != tenant and f"marker-of-{t}" in text]
+    finally:
+        ctx.close()
+
+
 def _invoke(*args: str) -> tuple[int, str, str]:
     result = runner.invoke(app, list(args))
     return result.exit_code, result.stdout, result.stderr
