@@ -90,6 +90,13 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         cron=NIGHTLY_BACKUP_CRON, concurrency=ONE_AT_A_TIME, tags=("backup",),
     ),
     DeploymentSpec(
+        "nightly-backup-shard", "flows.backup_flow:nightly_backup",
+        "One shard (a list of tenants) of a nightly backup that fans out across workers "
+        "(nightly-backup with shards > 1 starts these and waits for them). Not scheduled and "
+        "without the one-at-a-time limit, which the waiting night holds; each tenant is "
+        "backed up under its own lock.", tags=("backup",),
+    ),
+    DeploymentSpec(
         "prune-backups", "flows.backup_flow:prune_backups",
         "Backup retention (daily/weekly/monthly), every night at 05:30 Europe/Berlin, after "
         "the nightly backup.", cron=PRUNE_CRON, concurrency=ONE_AT_A_TIME, tags=("backup",),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -15,6 +16,7 @@ from pydantic import Field
 
 from flows import backup, prune
 from flows.context import RunContext, S3Context, current_settings
+from flows.forms import TenantIds, form_field
 from flows.keyring import master_key
 from flows.locks import tenant_lock
 from flows.observe import audit, current_actor, emit, open_metrics
@@ -29,7 +31,9 @@ from storage.retention import RetentionPolicy
 from storage.s3 import require_bucket
 
 NIGHTLY_PARALLELISM = 4
-NIGHTLY_DEPLOYMENT = "nightly_backup/nightly-backup"
+NIGHTLY_SHARD_DEPLOYMENT = "nightly_backup/nightly-backup-shard"
+"""Where the shards run: not ``nightly-backup`` itself, whose one-at-a-time limit the waiting
+night holds (its shards would wait for it forever)."""
 
 
 @step(task_run_name="backup-{tenant_id}")
@@ -110,12 +114,14 @@ def _tenants_tonight(settings: Settings, tenants: list[str] | None) -> tuple[lis
 @flow(name="nightly_backup", flow_run_name=_run_name,
       task_runner=cast(Any, ThreadPoolTaskRunner(max_workers=NIGHTLY_PARALLELISM)))
 def nightly_backup(
-    tenants: Annotated[list[str] | None, Field(
-        title="Tenants", description="Tenant ids to back up; empty: every tenant the platform "
-        "lists (offboarded and purged tenants are skipped).")] = None,
-    shards: Annotated[int, Field(
-        ge=1, le=64, title="Shards", description="Split every-tenant runs into this many runs "
-        "of this deployment, so several workers share the night (1: one run).")] = 1,
+    tenants: Annotated[TenantIds, form_field(
+        "Only these tenants", "Tenant ids to back up (for example harbour-rowing). Leave "
+        "empty: every tenant the platform lists (offboarded and purged tenants are skipped).",
+        default=[])] = None,
+    shards: Annotated[int, Field(ge=1, le=64), form_field(
+        "Workers sharing the night", "Split a run over every tenant into this many runs of "
+        "the nightly-backup-shard deployment, so several workers share the night: 1 to 64 "
+        "(1: all in this run).")] = 1,
 ) -> list[dict[str, Any]]:
     """Back up the given tenants (default: all), at most 4 at a time per run; one failing never
     stops the others, but fails the run once all are done."""
@@ -127,7 +133,7 @@ def nightly_backup(
     todo, skipped = _tenants_tonight(settings, tenants)
     for tenant_id, why in skipped.items():
         logger.info("skipping tenant %s: %s", tenant_id, why)
-    if sharded and len(todo) > 1 and _deployed(NIGHTLY_DEPLOYMENT):
+    if sharded and len(todo) > 1 and _deployed(NIGHTLY_SHARD_DEPLOYMENT):
         results = _run_shards(todo, shards)
     else:
         futures = {t: backup_one.submit(t, settings, actor) for t in todo}
@@ -179,12 +185,13 @@ def _run_shards(tenants: list[str], shards: int) -> list[dict[str, Any]]:
     parts = [tenants[i::count] for i in range(count)]
 
     def one(part: list[str]) -> list[dict[str, Any]]:
-        run: Any = run_deployment(NIGHTLY_DEPLOYMENT, parameters={"tenants": part, "shards": 1},
+        run: Any = run_deployment(NIGHTLY_SHARD_DEPLOYMENT,
+                                  parameters={"tenants": part, "shards": 1},
                                   timeout=None, as_subflow=True)  # sync in a sync flow
-        state = run.state
-        if state is not None and state.is_completed():
-            rows: list[dict[str, Any]] = state.result()
+        rows = _shard_summary(run.id)  # results are not persisted: the summary artifact is
+        if rows is not None:
             return rows
+        state = run.state
         reason = error_line(state.message if state is not None and state.message else
                             "the shard's run did not complete")
         return [{"tenant": t, "status": "failed", "error": f"shard run failed: {reason}"}
@@ -192,6 +199,27 @@ def _run_shards(tenants: list[str], shards: int) -> list[dict[str, Any]]:
 
     with ThreadPoolExecutor(max_workers=count) as pool:
         return [row for rows in pool.map(one, parts) for row in rows]
+
+
+def _shard_summary(run_id: Any) -> list[dict[str, Any]] | None:
+    """The rows of a finished shard's ``nightly-backup`` table artifact (None: it made none,
+    it crashed before its summary)."""
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.client.schemas.filters import (  # noqa: PLC0415
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+            key=ArtifactFilterKey(any_=["nightly-backup"])))
+    if not found:
+        return None
+    data = found[0].data
+    rows = json.loads(data) if isinstance(data, str) else data
+    return [dict(row) for row in rows] if isinstance(rows, list) else None
 
 
 @flow(name="backup_snapshots", flow_run_name="snapshots-{tenant_id}")
@@ -202,7 +230,11 @@ def list_snapshots(tenant_id: str) -> list[str]:
 
 
 @flow(name="prune_backups", flow_run_name="prune")
-def prune_backups(dry_run: bool = False) -> list[dict[str, Any]]:
+def prune_backups(
+    dry_run: Annotated[bool, form_field(
+        "Only report, delete nothing", "List the snapshots the retention policy would forget "
+        "and the blobs it would delete, without deleting anything.")] = False,
+) -> list[dict[str, Any]]:
     """Apply the retention policy to every backed-up tenant, each under its lock."""
     settings = current_settings()
     policy = RetentionPolicy(settings.keep_daily, settings.keep_weekly, settings.keep_monthly)

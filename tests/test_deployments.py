@@ -29,6 +29,7 @@ from kernel.errors import BadInput
 from kernel.settings import Settings
 
 EXPECTED = {"offboarding-export", "export-links", "assisted-migration", "nightly-backup",
+            "nightly-backup-shard",
             "prune-backups", "verify-backup", "restore-backup", "offboarding",
             "offboarding-sweeper", "export-retention", "purge-tenant", "restore-in-place"}
 SCHEDULED = {"nightly-backup": NIGHTLY_BACKUP_CRON, "prune-backups": PRUNE_CRON,

@@ -22,6 +22,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 
 from deployments import automations
 from deployments.definitions import (
@@ -363,3 +364,30 @@ def test_make_serve_starts_everything_and_ctrl_c_stops_it_in_order(
     wait_for(lambda: not any(processes.alive(pid) for pid in tree), 60,
              "every process of serve to exit")
     assert "Stopping: the worker first" in log.read_text()
+
+
+def test_a_sharded_night_fans_out_to_shard_runs_and_completes(
+        server: LocalServer, provisioned: Provisioned, api: Api,
+        sqlite_platform: Platform, tmp_path: Path) -> None:
+    """The night holds nightly-backup's one-at-a-time slot while it waits: its shards run on
+    their own deployment, or they would wait for it forever."""
+    env = worker_env(server.api_url, tmp_path / "prefect-home",
+                     AWS_ENDPOINT_URL_S3=sqlite_platform.endpoint)
+    workers = (Worker("w-a", env, tmp_path, "--limit", "2"),
+               Worker("w-b", env, tmp_path, "--limit", "2"))
+    with running(*workers):
+        wait_for(lambda: api.online("w-a", "w-b"), 180, "both workers to be online")
+        night = api.run("nightly-backup", {"shards": 2})
+        _completed(api, night, 600, *workers)
+        shard = api.client.read_deployment_by_name("nightly_backup/nightly-backup-shard")
+        shard_runs = api.client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[shard.id])))
+    assert len(shard_runs) == 2
+    assert all(run.state is not None and run.state.is_completed() for run in shard_runs)
+    shards = [run.parameters["tenants"] for run in shard_runs]
+    covered = [tenant for part in shards for tenant in part]
+    assert len(covered) == len(set(covered)) >= 2 and all(shards)  # each tenant once
+    for tenant in covered:  # each has its snapshot in the backup bucket
+        listed = sqlite_platform.s3.list_objects_v2(
+            Bucket=sqlite_platform.backup_bucket, Prefix=f"backups/{tenant}/snapshots/")
+        assert listed.get("KeyCount", 0) > 0, tenant
