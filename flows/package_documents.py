@@ -5,15 +5,16 @@
 CSV was written with), and it is declared as referring to that table. Each document is read
 once from the documents bucket; its original filename and, where the platform records one
 (an ``uploaded_at`` column), its upload date go into the index and onto its ZIP entry.
+The blobs are fetched by a bounded pool reading ahead of the ZIP writer (``flows.fetch_pool``):
+round trips overlap, the ZIP keeps the documents' order and bytes, memory stays bounded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import IO, Any, cast
 
 import pyarrow as pa
@@ -30,6 +31,7 @@ from exporters.documents import (
     index_schema as index_arrow_schema,
 )
 from exporters.xlsx_writer import XlsxTableWriter
+from flows.fetch_pool import FetchLimits, ReadAhead
 from flows.package_tables import CSV_TYPE, XLSX_TYPE, Sink
 from sources.catalog import Catalog
 from sources.database import Snapshot
@@ -54,11 +56,13 @@ class StoredDocument(DocumentRef):
 
 def write_documents(ctx_s3: Any, bucket: str, catalog: Catalog, snap: Snapshot,
                     key: TenantRef, sink: Sink, *, dialect: CsvDialect, part_limit: int,
-                    id_field: pa.Field | None, modified_at: datetime) -> list[FileRecord]:
+                    id_field: pa.Field | None, modified_at: datetime,
+                    fetch: FetchLimits | None = None) -> list[FileRecord]:
     """``documents/index.csv``, its workbook and the ZIP parts, in that order.
 
     Args:
-        ctx_s3: the S3 client the blobs are read with.
+        ctx_s3: the S3 client the blobs are read with (from several threads: boto3 clients
+            are thread-safe; its connection pool must hold ``fetch.workers`` connections).
         bucket: the documents bucket.
         catalog, snap, key: where the tenant's document rows are read from.
         sink: opens a verified upload for a package path and content type.
@@ -66,24 +70,28 @@ def write_documents(ctx_s3: Any, bucket: str, catalog: Catalog, snap: Snapshot,
         part_limit: bytes after which a ZIP part is closed.
         id_field: the documents table's id field as exported (None: ids as text).
         modified_at: the date of entries whose upload date is unknown (the export's).
+        fetch: how many blobs are read at once and how many bytes ahead of the writer
+            (default: ``FetchLimits()``, 16 in flight).
+    Raises:
+        StorageError: a blob could not be read (not a missing one: that one is listed); the
+            fetches still pending are cancelled, and the parts discarded, before it propagates.
     """
     rule = catalog.config.documents
     refs = confined(_stored_documents(catalog, snap, key), rule, key.id)
     missing: list[dict[str, str]] = []
 
     def opener(ref: DocumentRef) -> Iterator[bytes] | None:
-        reason = missing_reason(ref)
-        chunks = None if reason else open_blob(ctx_s3, bucket, ref.storage_key)
-        if chunks is None:
-            missing.append({"document_id": ref.document_id,
-                            "reason": reason or "object not found"})
-        return chunks
+        """On a fetch thread: the blob's chunks, None when it cannot be read."""
+        return None if missing_reason(ref) else open_blob(ctx_s3, bucket, ref.storage_key)
 
-    def inputs() -> Iterator[DocumentInput]:
-        for ref in refs:
+    def inputs(fetched: ReadAhead[DocumentRef]) -> Iterator[DocumentInput]:
+        for ref, chunks in fetched:  # in the rows' order, whatever order the GETs ended in
+            if chunks is None:
+                missing.append({"document_id": ref.document_id,
+                                "reason": missing_reason(ref) or "object not found"})
             stored = ref if isinstance(ref, StoredDocument) else None
             yield DocumentInput(
-                document_id=ref.document_id, filename=ref.filename, open=partial(opener, ref),
+                document_id=ref.document_id, filename=ref.filename, open=_given(chunks),
                 document_key=stored.key if stored else None,
                 uploaded_at=stored.uploaded_at if stored else None)
 
@@ -93,14 +101,15 @@ def write_documents(ctx_s3: Any, bucket: str, catalog: Catalog, snap: Snapshot,
         return _Recording(sink(f"documents/{name}", "application/zip"), f"documents/{name}",
                           parts)
 
-    with closing(refs), sink(INDEX_PATH, CSV_TYPE) as index_out, \
+    with closing(refs), ReadAhead(refs, opener, fetch) as fetched, \
+            sink(INDEX_PATH, CSV_TYPE) as index_out, \
             sink(INDEX_WORKBOOK, XLSX_TYPE) as book_out, XlsxTableWriter(
                 cast(IO[bytes], book_out), index_arrow_schema(id_field), sheet_name="documents",
                 created=modified_at) as book:
         index = IndexWriter(cast(IO[bytes], index_out), id_field=id_field, dialect=dialect,
                             also=book)
-        summary = write_document_parts(inputs(), open_part, index, part_limit=part_limit,
-                                       modified_at=modified_at)
+        summary = write_document_parts(inputs(fetched), open_part, index,
+                                       part_limit=part_limit, modified_at=modified_at)
         index.close()
         book.close()  # the workbook reaches its upload here
     shared = [] if rule.keys_tenant_scoped is not False else [
@@ -111,6 +120,11 @@ def write_documents(ctx_s3: Any, bucket: str, catalog: Catalog, snap: Snapshot,
     return [_index_record(index, index_out, summary, missing, shared,
                           documents_table=rule.table if catalog.table(rule.table) else None,
                           id_column=rule.id_column), workbook, *parts]
+
+
+def _given(chunks: Iterator[bytes] | None) -> Callable[[], Iterator[bytes] | None]:
+    """``DocumentInput.open`` for chunks already fetched."""
+    return lambda: chunks
 
 
 def _index_record(index: IndexWriter, out: HashingSink, summary: PartsSummary,

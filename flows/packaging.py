@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from exporters.csv_writer import DEFAULT_DIALECT, CsvDialect
 from exporters.datapackage import FileRecord, build_descriptor, encode_descriptor
 from flows.context import RunContext
+from flows.fetch_pool import FetchLimits
 from flows.package_archive import Archived, archive_name, archive_package
 from flows.package_documents import MISSING_FIELD, SHARED_FIELD, write_documents
 from flows.package_guide import GuideFacts, guide_inventory, write_guide
@@ -184,7 +185,8 @@ def write_package(ctx: RunContext, tenant_id: str, export_id: str, *, excel: boo
             dialect=options.dialect, part_limit=ctx.settings.zip_part_bytes,
             id_field=id_schema.field(rule.id_column) if id_schema is not None
             and rule.id_column in id_schema.names else None,
-            modified_at=options.created_at)
+            modified_at=options.created_at,
+            fetch=FetchLimits(workers=ctx.settings.fetch_concurrency))
     records = [*tables.records, *documents]
     told(0.85, f"{total} tables and {documents[0].rows} documents written; writing the guide")
     facts = GuideFacts(

@@ -32,7 +32,7 @@ def make_client(settings: Settings, *, quick: bool = False) -> Any:
         s3=cast(Any, {"addressing_style": style}),
         connect_timeout=3 if quick else 10,
         read_timeout=10 if quick else 60,
-        max_pool_connections=32,
+        max_pool_connections=max(32, settings.fetch_concurrency + 8),  # GETs ahead + uploads
     )
     secret = settings.s3_secret_value()
     explicit = bool(settings.s3_access_key_id and secret)
