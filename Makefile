@@ -32,8 +32,11 @@ preflight: venv
 demo: venv
 	$(VENV)/bin/tenant-export demo
 
+# Tests run in parallel (pytest-xdist; each worker starts its own services, one file per
+# worker at a time): most of the suite waits on servers and sockets, not on the CPU.
+TEST_WORKERS ?= 3
 test: venv preflight $(S3RVER)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # ruff, then the layering of docs/design.md §2 (import-linter: stages never import each other)
 lint: venv
