@@ -119,3 +119,17 @@ def test_new_export_ids_are_random_and_sort_by_time() -> None:
 def test_invalid_export_ids_are_refused(export_id: str) -> None:
     with pytest.raises(BadInput, match="invalid export id"):
         validate_export_id(export_id)
+
+
+def test_artifact_keys_keep_tenants_apart_that_prefect_would_fold_together() -> None:
+    """Prefect keys allow lowercase letters, digits and dashes: T.1, t-1, t_1 and t.1 would
+    otherwise share one artifact, each run overwriting another tenant's."""
+    import re
+
+    from kernel.ids import artifact_key
+
+    names = ["T.1", "t-1", "t_1", "t.1", "T-1", "é", "e", "x" * 200, "x" * 201]
+    keys = [artifact_key("export", name) for name in names]
+    assert len(set(keys)) == len(names)
+    assert all(re.fullmatch(r"[a-z0-9-]+", key) for key in keys), keys
+    assert artifact_key("export", "t-1") == artifact_key("export", "t-1")  # stable per tenant

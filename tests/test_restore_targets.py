@@ -43,3 +43,20 @@ def test_a_database_url_in_a_url_variable_is_the_target(monkeypatch: pytest.Monk
     url = "postgresql://restore:pw@db.internal/platform"
     monkeypatch.setenv("PLATFORM_RESTORE_URL", url)
     assert resolve_target("env:PLATFORM_RESTORE_URL", Settings()) == url
+
+
+def test_a_prefect_secret_block_names_the_target(prefect_server: None) -> None:
+    """``secret:BLOCK``: the URL lives in Prefect's Secret block, never in the run's record."""
+    from prefect.blocks.system import Secret
+
+    url = "postgresql://restore:pw-in-block@db.internal/platform"
+    Secret(value=url).save("restore-target-test", overwrite=True)
+    Secret(value=SECRET).save("not-a-url-test", overwrite=True)
+    assert resolve_target("secret:restore-target-test", Settings()) == url
+    with pytest.raises(BadInput, match="no Prefect Secret block"):
+        resolve_target("secret:no-such-block", Settings())
+    with pytest.raises(BadInput, match="does not hold a database URL") as refused:
+        resolve_target("secret:not-a-url-test", Settings())
+    assert SECRET not in str(refused.value)
+    with pytest.raises(BadInput, match="not a Prefect block name"):
+        resolve_target("secret:Bad Name", Settings())

@@ -141,6 +141,13 @@ def test_no_credential_reaches_prefect_or_the_terminal(credentials: dict[str, st
     cli("migration", "log", case, "--minutes", "30", "--json")
     cli("migration", "close", case, "--json")
     cli("doctor")
+    cli("keys", "rotate", "t-1", "--json")
+    cli("keys", "show", "t-1", "--json")
+    cli("backup", "t-1", "--json")  # under the new data key
+    cli("restore", "t-1", "--in-place", "--confirm", "--json")
+    today = datetime.now(UTC).date().isoformat()
+    cli("offboard", "start", "t-2", "--contract-end", today, "--json")
+    cli("offboard", "status", "t-2", "--json")
     cli("purge", "t-1", "--confirm", "--json")  # signs a certificate with the signing key
     cli("certificate", "public-key")
     # failures carry no credential either: an unreachable database, a bad restore target
