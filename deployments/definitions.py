@@ -109,15 +109,16 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
     DeploymentSpec(
         "restore-backup", "flows.restore_flow:restore_backup",
         "Restore one tenant's snapshot into an empty database (and its documents into a "
-        "bucket), or with data_only into a schema the platform's migrations created; the "
-        "target names a database without carrying its password.",
+        "bucket), or, with \"Into the platform's schema (rows only)\", into a schema the "
+        "platform's migrations created; the target names a database without carrying its "
+        "password.",
         tags=("backup",),
     ),
     DeploymentSpec(
         "restore-in-place", "flows.restore_flow:restore_in_place",
         "Put one tenant of the live platform back to a snapshot: rows created since are "
-        "removed, documents rewritten where missing or different; needs confirm=true; holds "
-        "the tenant lock.", tags=("backup",),
+        "removed, documents rewritten where missing or different; needs \"Yes, replace the "
+        "tenant's live data\" ticked; holds the tenant lock.", tags=("backup",),
     ),
     DeploymentSpec(
         "offboarding", "flows.offboarding_flow:offboarding",

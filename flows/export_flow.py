@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Annotated, Any, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -24,12 +24,15 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
 from exporters.datapackage import FileRecord
 from flows import export_report as report
 from flows import packaging
 from flows.context import RunContext, current_settings
 from flows.export_form import ExportRequest
+from flows.forms import LinkTtl, OptionalExportId, TenantId, form_field
 from flows.locks import tenant_lock
 from flows.observe import audit, current_actor, emit, open_metrics
 from flows.package_archive import Archived
@@ -38,7 +41,7 @@ from flows.retry import step
 from kernel.errors import BadInput
 from kernel.ids import new_export_id, validate_tenant_id
 from kernel.settings import Settings
-from kernel.timeparse import DEFAULT_LINK_TTL_SECONDS, check_link_ttl
+from kernel.timeparse import check_link_ttl, parse_link_ttl
 from storage import objects
 from storage.audit import AuditKind
 
@@ -204,14 +207,35 @@ def _log(result: packaging.ExportResult) -> None:
 
 
 @flow(name="export_links", flow_run_name="links-{tenant_id}", persist_result=False)
-def export_links(tenant_id: str, export_id: str | None = None,
-                 link_ttl_seconds: int = DEFAULT_LINK_TTL_SECONDS,
-                 links_in_artifact: bool = False, requested_by: str = "") -> dict[str, Any]:
+def export_links(
+    tenant_id: Annotated[TenantId, form_field(
+        "Tenant", "The tenant's id as the platform database lists it (for example "
+        "harbour-rowing): letters, digits, '.', '_' or '-'.")],
+    export_id: Annotated[OptionalExportId, form_field(
+        "Export", "The export to make links for, as its id (for example "
+        "20261126T101500Z-3f2a). Leave empty: the newest complete export.", default="")
+    ] = None,
+    link_ttl_seconds: SkipJsonSchema[int | None] = None,
+    link_ttl: Annotated[LinkTtl, form_field(
+        "Links stay valid for", "How long the download links work, as a duration: 7d, 36h, "
+        "90m or a number of seconds. At most 7 days (signed S3 links cannot live longer).")
+    ] = "7d",
+    links_in_artifact: Annotated[bool, form_field(
+        "Show the links in the run's result", "Also list the download links in the run's "
+        "result (anyone who can read the Prefect UI can then use them until they expire).")
+    ] = False,
+    requested_by: Annotated[str, Field(max_length=200), form_field(
+        "Requested by", "Who asks for the links, for the audit trail (for example "
+        "portal:anna@club.example). Empty: prefect-ui for a run started here, cli:<login> "
+        "from the command line.")] = "",
+) -> dict[str, Any]:
     """Fresh signed links for a retained export (the newest when no id is given); refused
-    when the package is gone (its retention ended)."""
+    when the package is gone (its retention ended). Programs may give the lifetime in seconds
+    (``link_ttl_seconds``, the third argument as it always was) instead of ``link_ttl``."""
     validate_tenant_id(tenant_id)
     try:
-        check_link_ttl(link_ttl_seconds)
+        ttl = (check_link_ttl(link_ttl_seconds) if link_ttl_seconds is not None
+               else parse_link_ttl(link_ttl))
     except BadInput as err:
         raise BadInput(str(err), tenant_id=tenant_id) from err
     settings = current_settings()
@@ -219,13 +243,11 @@ def export_links(tenant_id: str, export_id: str | None = None,
     try:
         found = retained_package(ctx, tenant_id, export_id)
         result = packaging.mint_links(ctx, tenant_id, found.export_id, found.created,
-                                      found.manifest, found.records, link_ttl_seconds,
-                                      archive=found.archive)
+                                      found.manifest, found.records, ttl, archive=found.archive)
     finally:
         ctx.close()
     audit(settings, AuditKind.LINKS_MINTED, tenant_id, current_actor(requested_by or None),
-          export_id=result.export_id, link_ttl_seconds=link_ttl_seconds,
-          files_count=len(result.files))
+          export_id=result.export_id, link_ttl_seconds=ttl, files_count=len(result.files))
     create_markdown_artifact(key=report.result_key(tenant_id), markdown=report.result_markdown(
         result, with_links=links_in_artifact, fresh=True))
     return result.model_dump(mode="json")

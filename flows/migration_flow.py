@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, date, datetime
-from typing import Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 from uuid import UUID
 
 from prefect import flow, get_client, get_run_logger
@@ -28,6 +28,7 @@ from billing.rules import MAX_ENTRY_MINUTES
 from billing.statement import Statement
 from billing.tz import berlin_date
 from flows.context import RunContext, current_settings
+from flows.forms import TenantId, form_field
 from flows.migration import MigrationDesk, Request, parse_request, statement_csv
 from flows.progress import md_text
 from kernel.errors import BadInput, ExportError
@@ -93,12 +94,15 @@ _ID_OR_EMPTY = r"^([A-Za-z0-9][A-Za-z0-9_-]{0,99})?$"
 class MigrationCaseRequest(BaseModel):
     """Start (or resume) an assisted-migration case."""
 
-    model_config = ConfigDict(extra="forbid")
-    tenant_id: str = Field(description="The departing tenant.")
-    critical: bool = Field(default=False, description="Critical: first response within 10 "
-                           "support hours instead of 30.")
-    case_id: str | None = Field(default=None, description="Continue this open case instead of "
-                                "opening a new one.")
+    model_config = ConfigDict(extra="forbid", title="Migration case")
+    tenant_id: TenantId = Field(title="Departing tenant", description="The tenant's id as the "
+                                "platform database lists it (for example harbour-rowing).")
+    critical: bool = Field(default=False, title="Critical case", description="Critical: first "
+                           "response within 10 support hours instead of 30.")
+    case_id: str = Field(default="", pattern=_ID_OR_EMPTY, title="Continue case",
+                         description="Continue this open case (its id, for example "
+                         "M-20261126-3f2a9c1b) instead of opening a new one. Leave empty: a "
+                         "new case.")
 
 
 class CaseInput(BaseModel):
@@ -345,7 +349,11 @@ def _need(value: T | None, name: str) -> T:
 
 
 @flow(name="assisted_migration", flow_run_name="migration-{request.tenant_id}")
-def assisted_migration(request: MigrationCaseRequest) -> dict[str, Any]:
+def assisted_migration(
+    request: Annotated[MigrationCaseRequest, form_field(
+        "Open or resume a case", "The departing tenant and whether the case is critical; "
+        "give a case id to continue that open case.")],
+) -> dict[str, Any]:
     """Open (or resume) a case, then wait for operator input until the case is closed."""
     logger = get_run_logger()
     settings = current_settings()

@@ -12,60 +12,86 @@ the resource ``tenant.<id>`` so operators can attach automations.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from flows import offboarding as case_recipe
 from flows import purge as purge_recipe
 from flows.backup_flow import error_line, nightly_backup
 from flows.context import RunContext, current_settings
 from flows.export_flow import ExportRequest, export_links, offboarding_export
+from flows.forms import REPLAY_HELP, REPLAY_TITLE, Bucket, ReplayTime, TenantId, form_field
 from flows.locks import tenant_lock
 from flows.offboarding import CaseActions, CaseDesk
 from kernel.errors import BadInput, ExportError
-from kernel.ids import artifact_key, validate_tenant_id
+from kernel.ids import artifact_key
 from storage.cases import Case
 from storage.s3 import make_client
 from storage.signing import signing_key_from_settings
 
 
-def _valid_tenant(value: str) -> str:
-    try:
-        return validate_tenant_id(value)
-    except BadInput as err:  # pydantic reports ValueError as a form validation error
-        raise ValueError(str(err)) from err
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    """A field left empty takes the configured value: the form shows no default (a ``null``
+    one would be refused by the schema the server checks)."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
 
 
 class OffboardingRequest(BaseModel):
-    """Start (or resume) the offboarding case of a departing tenant (the UI's form)."""
+    """Start (or resume) the offboarding case of a departing tenant at contract end: final
+    backup, self-service export, notice to the authorised contacts."""
 
-    model_config = ConfigDict(extra="forbid")
-    tenant_id: str = Field(description="The departing tenant.")
-    contract_end: date = Field(description="The day the contract ended.")
-    retention_days: int | None = Field(default=None, ge=1, le=3650, description="Days after "
-                                       "the contract end before purge; default "
-                                       "TENANT_EXPORT_EXPORT_RETENTION_DAYS (30).")
-    notice_days: int = Field(default=case_recipe.DEFAULT_NOTICE_DAYS, ge=1, le=90,
-                             description="The deletion notice goes out this many days before "
-                             "the purge.")
-    requested_by: str = Field(default="operator", min_length=1, max_length=200)
-    _tenant = field_validator("tenant_id")(_valid_tenant)
+    model_config = ConfigDict(extra="forbid", title="Offboarding case",
+                              json_schema_extra=_no_null_defaults)
+    tenant_id: TenantId = Field(
+        title="Departing tenant", description="The tenant's id as the platform database lists "
+        "it (for example harbour-rowing): letters, digits, '.', '_' or '-'.")
+    contract_end: date = Field(
+        title="Contract ended on", description="The day the tenant's contract ended "
+        "(YYYY-MM-DD): the retention window and the purge date count from it.")
+    retention_days: Annotated[int | None, WithJsonSchema(
+        {"type": "integer", "minimum": 1, "maximum": 3650})] = Field(
+        default=None, ge=1, le=3650, title="Days kept after the contract end",
+        description="How many days after the contract end the export stays downloadable "
+        "before the purge, 1 to 3650. Leave empty: TENANT_EXPORT_EXPORT_RETENTION_DAYS "
+        "(30 unless configured).")
+    notice_days: int = Field(
+        default=case_recipe.DEFAULT_NOTICE_DAYS, ge=1, le=90,
+        title="Deletion notice, days ahead", description="The deletion notice goes out this "
+        "many days before the purge, 1 to 90.")
+    requested_by: str = Field(
+        default="operator", min_length=1, max_length=200, title="Requested by",
+        description="Who opens the case, for the audit trail and the case's steps (for "
+        "example operator:maria).")
 
 
 class PurgeRequest(BaseModel):
-    """Delete everything of a tenant, destroy its data key, issue the certificate."""
+    """Delete everything of a tenant (refused under legal hold), destroy its data key, issue
+    the signed deletion certificate."""
 
-    model_config = ConfigDict(extra="forbid")
-    tenant_id: str = Field(description="The tenant to purge.")
-    confirm: bool = Field(default=False, description="Required: purge cannot be undone.")
-    replica_buckets: list[str] = Field(default_factory=list, description="Replicas of the "
-                                       "backup bucket to purge too.")
-    requested_by: str = Field(default="operator", min_length=1, max_length=200)
-    _tenant = field_validator("tenant_id")(_valid_tenant)
+    model_config = ConfigDict(extra="forbid", title="Purge")
+    tenant_id: TenantId = Field(
+        title="Tenant to purge", description="The tenant's id as the platform database lists "
+        "it (for example harbour-rowing): letters, digits, '.', '_' or '-'.")
+    confirm: bool = Field(
+        default=False, title="Yes, delete everything of this tenant",
+        description="Required: the purge cannot be undone. Every export, backup and data key "
+        "version of the tenant is deleted, then the deletion certificate is signed. Off: "
+        "nothing is touched.")
+    replica_buckets: list[Bucket] = Field(
+        default_factory=list, title="Replica buckets to purge too",
+        description="S3 buckets that replicate the backup bucket (for example "
+        "tenant-backups-replica): the tenant's backups and key records are deleted there "
+        "too. Leave empty when there are none.")
+    requested_by: str = Field(
+        default="operator", min_length=1, max_length=200, title="Requested by",
+        description="Who orders the purge, for the audit trail and the certificate (for "
+        "example operator:maria).")
 
 
 def emit(name: str, tenant_id: str, payload: dict[str, Any]) -> None:
@@ -106,7 +132,12 @@ def replay_clock(now: datetime | None) -> datetime | None:
 
 
 @flow(name="offboarding", flow_run_name="offboarding-{request.tenant_id}", persist_result=False)
-def offboarding(request: OffboardingRequest, now: datetime | None = None) -> dict[str, Any]:
+def offboarding(
+    request: Annotated[OffboardingRequest, form_field(
+        "Open or resume a case", "The departing tenant, its contract end and the retention; a "
+        "case already open for the tenant is resumed.")],
+    now: Annotated[ReplayTime, form_field(REPLAY_TITLE, REPLAY_HELP, default="")] = None,
+) -> dict[str, Any]:
     """Open (or resume) the case: final backup, export, export-ready email; the sweeper does
     the rest on its dates. The result holds the export's links; they are never logged."""
     now = replay_clock(now)
@@ -138,7 +169,9 @@ def offboarding(request: OffboardingRequest, now: datetime | None = None) -> dic
 
 
 @flow(name="offboarding_sweeper", flow_run_name="offboarding-sweep")
-def offboarding_sweeper(now: datetime | None = None) -> list[dict[str, Any]]:
+def offboarding_sweeper(
+    now: Annotated[ReplayTime, form_field(REPLAY_TITLE, REPLAY_HELP, default="")] = None,
+) -> list[dict[str, Any]]:
     """Daily: send the deletion notices that are due, purge the cases whose date has come.
     One case failing never stops the others, but fails the run."""
     now = replay_clock(now)
@@ -167,7 +200,12 @@ def offboarding_sweeper(now: datetime | None = None) -> list[dict[str, Any]]:
 
 
 @flow(name="export_retention", flow_run_name="export-retention")
-def export_retention(now: datetime | None = None, dry_run: bool = False) -> list[dict[str, Any]]:
+def export_retention(
+    now: Annotated[ReplayTime, form_field(REPLAY_TITLE, REPLAY_HELP, default="")] = None,
+    dry_run: Annotated[bool, form_field(
+        "Only report, delete nothing", "List the export packages whose retention ended "
+        "(and unfinished export folders older than a day) without deleting them.")] = False,
+) -> list[dict[str, Any]]:
     """Delete export packages whose retention ended (and incomplete ones older than a day)."""
     now = replay_clock(now)
     settings = current_settings()
@@ -185,7 +223,11 @@ def export_retention(now: datetime | None = None, dry_run: bool = False) -> list
 
 
 @flow(name="purge_tenant", flow_run_name="purge-{request.tenant_id}", persist_result=False)
-def purge_tenant(request: PurgeRequest, now: datetime | None = None) -> dict[str, Any]:
+def purge_tenant(
+    request: Annotated[PurgeRequest, form_field(
+        "What to purge", "The tenant to purge, the confirmation and any replica buckets.")],
+    now: Annotated[ReplayTime, form_field(REPLAY_TITLE, REPLAY_HELP, default="")] = None,
+) -> dict[str, Any]:
     """Purge one tenant under its lock; returns the signed deletion certificate."""
     if not request.confirm:
         raise BadInput("purge deletes every export and backup of the tenant and destroys its "

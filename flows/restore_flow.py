@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 
 from flows import restore
 from flows.context import RunContext, S3Context, current_settings
+from flows.forms import OptionalBucket, OptionalSnapshotId, OptionalText, TenantId, form_field
 from flows.keyring import master_key
 from flows.locks import tenant_lock
 from flows.observe import audit_if_possible, current_actor, open_metrics
@@ -22,9 +23,18 @@ from kernel.settings import Settings
 from storage.audit import AuditKind
 from storage.snapshots import snapshot_time
 
+TENANT_HELP = ("The tenant's id as the platform database lists it (for example harbour-rowing): "
+               "letters, digits, '.', '_' or '-'.")
+SNAPSHOT_HELP = ("The backup snapshot, as its id (for example 20261126T023000Z-1a2b3c4d). Leave "
+                 "empty: the tenant's newest complete snapshot.")
+
 
 @flow(name="verify_backup", flow_run_name="verify-{tenant_id}")
-def verify_backup(tenant_id: str, snapshot_id: str | None = None) -> dict[str, Any]:
+def verify_backup(
+    tenant_id: Annotated[TenantId, form_field("Tenant", TENANT_HELP)],
+    snapshot_id: Annotated[OptionalSnapshotId, form_field(
+        "Snapshot", SNAPSHOT_HELP, default="")] = None,
+) -> dict[str, Any]:
     """Decrypt and check every object of a snapshot."""
     validate_tenant_id(tenant_id)
     settings = current_settings()
@@ -43,9 +53,26 @@ def _warned(result: dict[str, Any]) -> dict[str, Any]:
 
 
 @flow(name="restore_backup", flow_run_name="restore-{tenant_id}")
-def restore_backup(tenant_id: str, target: str | None = None, snapshot_id: str | None = None,
-                   documents_bucket: str | None = None, data_only: bool = False
-                   ) -> dict[str, Any]:
+def restore_backup(
+    tenant_id: Annotated[TenantId, form_field("Tenant", TENANT_HELP)],
+    target: Annotated[OptionalText, form_field(
+        "Restore into database", "The database to write into, without its password: a URL "
+        "such as postgresql://restore@db.internal/scratch (the password from PGPASSWORD or "
+        ".pgpass where the flow runs), env:VARIABLE_URL (read on the worker) or secret:BLOCK "
+        "(a Prefect Secret block holding the URL). Leave empty: "
+        "TENANT_EXPORT_RESTORE_TARGET_URL.", default="")] = None,
+    snapshot_id: Annotated[OptionalSnapshotId, form_field(
+        "Snapshot", SNAPSHOT_HELP, default="")] = None,
+    documents_bucket: Annotated[OptionalBucket, form_field(
+        "Restore documents into bucket", "An existing S3 bucket for the tenant's documents "
+        "(for example restore-t42-documents), empty of the tenant's documents. Leave empty: "
+        "only the tables are restored (the documents are checked with the snapshot, not "
+        "written).", default="")] = None,
+    data_only: Annotated[bool, form_field(
+        "Into the platform's schema (rows only)", "Write only rows, into a database whose "
+        "tables the platform's migrations created. Off: the database must be empty and the "
+        "restore creates the tables.")] = False,
+) -> dict[str, Any]:
     """Restore a snapshot into an empty database, or (``data_only``) into one whose schema the
     platform's migrations created (and documents into a bucket).
 
@@ -67,8 +94,16 @@ def restore_backup(tenant_id: str, target: str | None = None, snapshot_id: str |
 
 
 @flow(name="restore_in_place", flow_run_name="restore-in-place-{tenant_id}")
-def restore_in_place(tenant_id: str, snapshot_id: str | None = None, confirm: bool = False
-                     ) -> dict[str, Any]:
+def restore_in_place(
+    tenant_id: Annotated[TenantId, form_field("Tenant", TENANT_HELP)],
+    snapshot_id: Annotated[OptionalSnapshotId, form_field(
+        "Snapshot", SNAPSHOT_HELP, default="")] = None,
+    confirm: Annotated[bool, form_field(
+        "Yes, replace the tenant's live data", "Required: the tenant's rows in the live "
+        "platform database are replaced by the snapshot's (rows created since are removed) "
+        "and its documents rewritten where missing or different. Off: nothing is "
+        "touched.")] = False,
+) -> dict[str, Any]:
     """Replace one tenant's rows in the live platform database with a snapshot's (rows created
     since are removed) and rewrite its documents that are missing or differ, under the tenant
     lock. ``confirm`` must be true: nothing is touched otherwise."""
