@@ -3,11 +3,15 @@ no name may read another secret of the worker, and no refusal may quote the valu
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from flows.targets import resolve_target
 from kernel.errors import BadInput
 from kernel.settings import Settings
+from tests.conftest import Platform
 
 SECRET = "c2VjcmV0LW1hc3Rlci1rZXktMzItYnl0ZXMtbG9uZyE="
 
@@ -60,3 +64,22 @@ def test_a_prefect_secret_block_names_the_target(prefect_server: None) -> None:
     assert SECRET not in str(refused.value)
     with pytest.raises(BadInput, match="not a Prefect block name"):
         resolve_target("secret:Bad Name", Settings())
+
+
+def test_the_cli_takes_env_and_secret_targets(sqlite_platform: Platform, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``restore --target env:NAME`` reaches the flow as the name, resolved on its side."""
+    from typer.testing import CliRunner
+
+    from tenant_export.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["backup", "t-1"]).exit_code == 0
+    target = tmp_path / "restored.sqlite"
+    monkeypatch.setenv("PLATFORM_RESTORE_URL", f"sqlite:///{target}")
+    done = runner.invoke(app, ["restore", "t-1", "--target", "env:PLATFORM_RESTORE_URL",
+                               "--json"])
+    assert done.exit_code == 0, done.stderr
+    assert json.loads(done.stdout)["rows"]["members"] > 0 and target.exists()
+    refused = runner.invoke(app, ["restore", "t-1", "--target", "env:HOME"])
+    assert refused.exit_code == 2 and "must end in _URL" in refused.stderr

@@ -114,7 +114,8 @@ def restore(
 
         if in_place:
             return restore_in_place(tenant, snapshot, confirm)
-        if target is not None and has_password(target):
+        named = target is not None and target.startswith(("env:", "secret:"))
+        if target is not None and not named and has_password(target):
             # the password travels in the settings of this process, never as a flow parameter
             with using(settings.model_copy(update={"restore_target_url": SecretStr(target)})):
                 return restore_backup(tenant, None, snapshot, documents_bucket, data_only)
