@@ -1,6 +1,7 @@
 """Tenant isolation as a property (hypothesis), on SQLite and PostgreSQL: whatever tenant ids,
 collations, relations and document keys the generator picks, the export of one tenant holds
-exactly its own rows and no row or byte of any other tenant.
+exactly its own rows and no row or byte of any other tenant; so does its backup, restored into
+an empty database and bucket.
 
 Every value the generator writes carries its owner's marker (``«tenant»``; a row linking two
 tenants carries both), so a leak is found by looking for other tenants' markers in every CSV
@@ -25,12 +26,15 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
-from flows import packaging
+from flows import backup, packaging, restore
 from flows.context import RunContext
+from flows.keyring import master_key
 from kernel.errors import TerminalError
 from kernel.ids import new_export_id
 from kernel.settings import Settings
+from storage.keys import generate_master_key
 from storage.s3 import make_client
 from tests.csvparse import parse
 from tests.services import fresh_database
@@ -179,6 +183,35 @@ def run_export(settings_: Settings, spelling: str) -> tuple[str, str, Any]:
         ctx.close()
 
 
+def canonical_of(world: World, tenant: str) -> str:
+    """The id as the tenants table stores it (the backup takes that spelling)."""
+    return tenant
+
+
+def backup_and_restore(settings_: Settings, tenant: str, root: Path, s3: Any
+                       ) -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, bytes]]:
+    """The tenant's snapshot restored into an empty SQLite file and bucket: tables, blobs."""
+    backups, target_docs = f"b-{uuid.uuid4().hex[:12]}", f"r-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=backups)
+    s3.create_bucket(Bucket=target_docs)
+    own = settings_.model_copy(update={"backup_bucket": backups,
+                                       "master_key": SecretStr(generate_master_key())})
+    target = root / f"restored-{uuid.uuid4().hex}.sqlite"
+    ctx = RunContext.open(own)
+    try:
+        backup.backup_tenant(ctx, master_key(own), tenant)
+        restore.restore_snapshot(ctx, master_key(own), tenant, f"sqlite:///{target}",
+                                 documents_bucket=target_docs)
+    finally:
+        ctx.close()
+    with sqlite3.connect(target) as db:
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        tables = {n: db.execute(f'SELECT * FROM "{n}"').fetchall() for n in names}
+    blobs = {o["Key"]: s3.get_object(Bucket=target_docs, Key=o["Key"])["Body"].read()
+             for o in s3.list_objects_v2(Bucket=target_docs).get("Contents", [])}
+    return tables, blobs
+
+
 def check_world(world: World, backend: Backend, endpoint: str, root: Path, pick: int,
                 upper: bool) -> None:
     url = build(world, backend, root)
@@ -202,6 +235,8 @@ def check_world(world: World, backend: Backend, endpoint: str, root: Path, pick:
         with pytest.raises(TerminalError, match="outside the tenant's prefix"):
             run_export(settings_, spelling)
         assert s3.list_objects_v2(Bucket=exports).get("KeyCount", 0) == 0  # nothing left
+        with pytest.raises(TerminalError, match="outside the tenant's prefix"):
+            backup_and_restore(settings_, canonical_of(world, tenant), root, s3)  # nor backed up
         return
     canonical, export_id, result = run_export(settings_, spelling)
     assert canonical == tenant
@@ -230,6 +265,17 @@ def check_world(world: World, backend: Backend, endpoint: str, root: Path, pick:
         if owner == tenant and key is not None and key in world.blobs and not world.scoped_keys:
             used_by_others = any(o != tenant and k == key for _, o, k in world.documents)
             assert (key in shared) == used_by_others, key
+
+    # the backup follows the same rules: restored, it holds the same rows and no foreign byte
+    tables, blobs = backup_and_restore(settings_, tenant, root, s3)
+    for table, ids in expected.items():
+        assert {int(r[0]) for r in tables[table]} == ids, ("backup", table)
+    foreign_rows = [(n, r) for n, rows in tables.items() for r in rows
+                    if any(m in repr(r) for m in others)]
+    assert not foreign_rows, foreign_rows
+    for key, body in blobs.items():
+        if [m for m in others if m in body.decode(errors="replace")]:
+            assert not world.scoped_keys and key in shared, ("backup", key)
 
 
 EXAMPLES = {"sqlite": 15, "postgresql": 8}
