@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 
 from flows import restore
 from flows.context import RunContext, S3Context, current_settings
@@ -18,7 +19,7 @@ from flows.observe import audit_if_possible, current_actor, open_metrics
 from flows.targets import resolve_target
 from kernel.dburl import describe_url
 from kernel.errors import BadInput
-from kernel.ids import validate_tenant_id
+from kernel.ids import artifact_key, validate_tenant_id
 from kernel.settings import Settings
 from storage.audit import AuditKind
 from storage.snapshots import snapshot_time
@@ -38,8 +39,10 @@ def verify_backup(
     """Decrypt and check every object of a snapshot."""
     validate_tenant_id(tenant_id)
     settings = current_settings()
-    result = _warned(restore.verify_snapshot(S3Context.open(settings), master_key(settings),
-                                             tenant_id, snapshot_id))
+    with _reported("verify", tenant_id) as card:
+        result = _warned(restore.verify_snapshot(S3Context.open(settings),
+                                                 master_key(settings), tenant_id, snapshot_id))
+        card.update(result)
     with open_metrics(settings) as metrics:  # an old snapshot never resets the newest's age
         metrics.backup_verified(tenant_id, snapshot_time(result["snapshot_id"]).timestamp())
     return result
@@ -82,14 +85,16 @@ def restore_backup(
     """
     validate_tenant_id(tenant_id)
     settings = current_settings()
-    url = resolve_target(target, settings)
-    mode = "data-only" if data_only else "empty-database"
-    with _audited(settings, tenant_id, mode, describe_url(url).split("?", 1)[0]) as done:
-        result = _warned(restore.restore_snapshot(S3Context.open(settings), master_key(settings),
-                                                  tenant_id, url, snapshot_id, documents_bucket,
-                                                  data_only=data_only))
-        done.update(snapshot_id=result.get("snapshot_id"),
-                    rows_count=sum(result.get("rows", {}).values()))
+    with _reported("restore", tenant_id) as card:
+        url = resolve_target(target, settings)  # a refused target gets its result card too
+        mode = "data-only" if data_only else "empty-database"
+        with _audited(settings, tenant_id, mode, describe_url(url).split("?", 1)[0]) as done:
+            result = _warned(restore.restore_snapshot(
+                S3Context.open(settings), master_key(settings), tenant_id, url, snapshot_id,
+                documents_bucket, data_only=data_only))
+            done.update(snapshot_id=result.get("snapshot_id"),
+                        rows_count=sum(result.get("rows", {}).values()))
+        card.update(result)
     return result
 
 
@@ -121,15 +126,65 @@ def restore_in_place(
         if stored != tenant_id:
             raise BadInput(f"tenant {tenant_id!r} is stored as {stored!r}: use that id",
                            tenant_id=tenant_id)
-        with (_audited(settings, tenant_id, "in-place", "the platform database") as done,
+        with (_reported("restore-in-place", tenant_id) as card,
+              _audited(settings, tenant_id, "in-place", "the platform database") as done,
               tenant_lock(tenant_id, settings.lock_wait_seconds,
                           control_url=settings.resolved_control_url()) as held):
             result = _warned(restore.restore_in_place(ctx, wrapper, tenant_id, snapshot_id,
                                                       fence=held.check))
             done.update(snapshot_id=result.get("snapshot_id"))
+            card.update(result)
             return result
     finally:
         ctx.close()
+
+
+@contextmanager
+def _reported(kind: str, tenant_id: str) -> Iterator[dict[str, Any]]:
+    """The run's result artifact, readable without opening logs: what the block put in the
+    card (snapshot, rows per table, counts, warnings), or the one-line reason it failed."""
+    card: dict[str, Any] = {}
+    try:
+        yield card
+    except Exception as failure:
+        reason = str(failure).strip().splitlines()[0] if str(failure).strip() else (
+            type(failure).__name__)
+        verdict = "refused" if isinstance(failure, BadInput) else "failed"
+        create_markdown_artifact(key=artifact_key(kind, tenant_id),
+                                 markdown=f"# {kind} of tenant `{tenant_id}`: {verdict}\n\n"
+                                 f"{reason}")
+        raise
+    create_markdown_artifact(key=artifact_key(kind, tenant_id), markdown=_card(kind, tenant_id,
+                                                                              card))
+
+
+def _shown(value: object) -> object:
+    """A database URL only as described (no password); any other URL not at all."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    try:
+        return describe_url(value)
+    except BadInput:
+        return "(not shown)"
+
+
+def _card(kind: str, tenant_id: str, result: dict[str, Any]) -> str:
+    """Markdown of a verify or restore result: figures and warnings, never a URL."""
+    lines = [f"# {kind} of tenant `{tenant_id}`: completed", "",
+             f"Snapshot `{result.get('snapshot_id', '?')}`."]
+    scalars = {k: _shown(v) for k, v in result.items()
+               if isinstance(v, int | float | str) and k not in ("snapshot_id", "tenant_id")}
+    if scalars:
+        lines += ["", "| figure | value |", "|---|---|",
+                  *(f"| {k.replace('_', ' ')} | {v} |" for k, v in sorted(scalars.items()))]
+    rows = result.get("rows")
+    if isinstance(rows, dict) and rows:
+        lines += ["", "| table | rows |", "|---|---|",
+                  *(f"| `{t}` | {n} |" for t, n in sorted(rows.items()))]
+    warnings = result.get("warnings") or []
+    lines += ["", "Warnings:", *(f"- {w}" for w in warnings)] if warnings else [
+        "", "No warnings."]
+    return "\n".join(lines)
 
 
 @contextmanager

@@ -83,3 +83,40 @@ def test_the_cli_takes_env_and_secret_targets(sqlite_platform: Platform, tmp_pat
     assert json.loads(done.stdout)["rows"]["members"] > 0 and target.exists()
     refused = runner.invoke(app, ["restore", "t-1", "--target", "env:HOME"])
     assert refused.exit_code == 2 and "must end in _URL" in refused.stderr
+
+
+def _card(kind: str, tenant: str) -> str:
+    """The newest markdown of a run's result card."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from kernel.ids import artifact_key
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(kind,
+                                                                                  tenant)])),
+            sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert found, (kind, tenant)
+    return str(found[0].data)
+
+
+def test_verify_and_restore_runs_end_with_a_readable_result(sqlite_platform: Platform,
+                                                            tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.restore_flow import restore_backup, verify_backup
+    from tenant_export.cli import app
+
+    assert CliRunner().invoke(app, ["backup", "t-1"]).exit_code == 0
+    verified = verify_backup("t-1")
+    card = _card("verify", "t-1")
+    assert "completed" in card and verified["snapshot_id"] in card
+    restore_backup("t-1", f"sqlite:///{tmp_path / 'r.sqlite'}")
+    card = _card("restore", "t-1")
+    assert "completed" in card and "| `members` |" in card and "r.sqlite" in card
+    with pytest.raises(BadInput):
+        restore_backup("t-1", "env:HOME")
+    card = _card("restore", "t-1")
+    assert "refused" in card and "must end in _URL" in card
