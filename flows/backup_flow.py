@@ -10,7 +10,6 @@ from typing import Annotated, Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
@@ -20,6 +19,7 @@ from flows.forms import TenantIds, form_field
 from flows.keyring import master_key
 from flows.locks import tenant_lock
 from flows.observe import audit, current_actor, emit, open_metrics
+from flows.progress import Progress
 from flows.retry import step
 from kernel.errors import BadInput, ExportError
 from kernel.ids import validate_tenant_id
@@ -136,9 +136,18 @@ def nightly_backup(
     if sharded and len(todo) > 1 and _deployed(NIGHTLY_SHARD_DEPLOYMENT):
         results = _run_shards(todo, shards)
     else:
-        futures = {t: backup_one.submit(t, settings, actor) for t in todo}
-        wait(list(futures.values()))
-        results = [_outcome(t, f.state, logger) for t, f in futures.items()]
+        with Progress(total_steps=len(todo), title=f"Nightly backup of {len(todo)} "
+                      "tenant(s)") as progress:
+            futures = {t: backup_one.submit(t, settings, actor) for t in todo}
+            results = []
+            for tenant_id, future in futures.items():  # counted as each one ends
+                future.wait()
+                row = _outcome(tenant_id, future.state, logger)
+                results.append(row)
+                progress.advance(documents=int(row.get("documents") or 0),
+                                 nbytes=int(row.get("bytes_uploaded") or 0))
+                progress.doing(f"{len(results)} of {len(todo)} tenants backed up "
+                               f"(last: {tenant_id}, {row['status']})")
     results += [{"tenant": t, "status": "skipped", "reason": why} for t, why in skipped.items()]
     create_table_artifact(key="nightly-backup", table=results,
                           description="Nightly backup: one row per tenant.")

@@ -49,6 +49,19 @@ def test_nightly_backs_up_every_tenant(sqlite_platform: Platform) -> None:
         ctx.close()
     rows = {r["tenant"]: r for r in summary_artifact()}
     assert rows["t-1"]["status"] == "ok" and int(rows["t-1"]["rows"]) > 0
+    progress = newest_progress()  # the bar ends at 100 % with what was done
+    assert progress.data == 100.0
+    assert "3 of 3 tenants backed up" in (progress.description or "")
+
+
+def newest_progress() -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    with get_client(sync_client=True) as client:
+        bars = client.read_artifacts(artifact_filter=ArtifactFilter(
+            type=ArtifactFilterType(any_=["progress"])))
+    return max(bars, key=lambda a: a.created or 0)
 
 
 def test_one_failing_tenant_does_not_stop_the_others(sqlite_platform: Platform,
