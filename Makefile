@@ -62,8 +62,10 @@ worker: venv
 	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:$(PORT)/api} \
 	  $(VENV)/bin/python -m deployments.worker $(WORKER_ARGS)
 
+# `make bench`: figures side by side with rclone, restic, sqlite3 and psql through a proxy that
+# adds 20 ms per S3 request; written to docs/benchmarks.md (BENCH_ARGS=--full: issue 10's sizes)
 bench: venv
-	$(VENV)/bin/python bench/export_throughput.py
+	$(VENV)/bin/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) tests/s3rver/node_modules
