@@ -89,9 +89,9 @@ def _control(settings: Settings) -> str:
 def _prefect_api() -> Check:
     api = os.environ.get("PREFECT_API_URL", "")
     if not api:
-        return Check("Prefect API", True, "none configured: each command runs flows on a "
-                     "temporary local server; set PREFECT_API_URL to see runs in a UI",
-                     required=False)
+        return Check("Prefect API", True, "none configured: commands run their flows on a "
+                     "local server kept between commands (started on demand, stopped when "
+                     "idle); set PREFECT_API_URL to use yours", required=False)
     try:
         with urllib.request.urlopen(f"{api.rstrip('/')}/health", timeout=5) as response:  # noqa: S310 - operator's configured URL
             healthy = response.status == 200

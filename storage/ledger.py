@@ -88,7 +88,6 @@ class Ledger:
     """Append and read migration events in the control database."""
 
     def __init__(self, url: str) -> None:
-        self._url = url
         self._engine = open_control(url, metadata)
 
     def close(self) -> None:

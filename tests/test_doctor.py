@@ -48,6 +48,7 @@ def test_sound_configuration_passes(sqlite_platform: Platform) -> None:
     ("master key", "TENANT_EXPORT_MASTER_KEY", "bm90IGEga2V5"),
     ("control database", "TENANT_EXPORT_CONTROL_URL",
      "postgresql://postgres@127.0.0.1:{port}/control"),
+    ("Prefect API", "PREFECT_API_URL", "http://127.0.0.1:{port}/api"),
 ])
 def test_each_broken_piece_is_named(sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch,
                                     piece: str, variable: str, value: str | None) -> None:

@@ -197,4 +197,17 @@ def test_repr_of_settings_and_contexts_shows_no_secret(credentials: dict[str, st
         ctx.close()
     texts += [repr(S3Context.open(settings)),
               repr(parse_master_key(settings.master_key_value() or ""))]
+    from flows.migration import MigrationDesk
+    from flows.offboarding import CaseDesk
+    from storage.ledger import Ledger
+
+    desk = CaseDesk.open(settings)  # the stores on the control database (password in its URL)
+    ledger = Ledger(settings.resolved_control_url())
+    try:
+        texts += [repr(desk), repr(desk.cases), repr(desk.audit), repr(ledger),
+                  repr(MigrationDesk(ledger)), repr(desk.cases.__dict__),
+                  repr(desk.audit.__dict__), repr(ledger.__dict__)]
+    finally:
+        desk.close()
+        ledger.close()
     _assert_clean(texts, credentials, "a repr")
