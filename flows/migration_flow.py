@@ -29,14 +29,16 @@ from billing.statement import Statement
 from billing.tz import berlin_date
 from flows.context import RunContext, current_settings
 from flows.forms import TenantId, form_field
-from flows.migration import MigrationDesk, Request, parse_request, statement_csv
+from flows.migration import OPENED, MigrationDesk, Request, parse_request, statement_csv
+from flows.observe import audit, current_actor
 from flows.progress import md_text
 from kernel.errors import BadInput, ExportError
 from kernel.ids import artifact_key
 from kernel.settings import Settings
 from kernel.timeparse import MAX_LINK_TTL_SECONDS, parse_link_ttl
 from storage import objects
-from storage.ledger import Ledger
+from storage.audit import AuditKind
+from storage.ledger import Ledger, LedgerEvent
 from storage.s3 import make_client
 
 
@@ -50,7 +52,26 @@ def open_desk(settings: Settings) -> MigrationDesk:
             prices = PriceList.from_file(settings.price_list)
         except RuleViolation as err:
             raise BadInput(str(err)) from err
-    return MigrationDesk(Ledger(settings.resolved_control_url()), prices)
+    return MigrationDesk(AuditedLedger(settings), prices)
+
+
+class AuditedLedger(Ledger):
+    """The migration ledger whose every new entry is also a ``migration.entry`` event of the
+    audit trail (case, kind of entry, entry id; amounts stay in the ledger)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.resolved_control_url())
+        self._settings = settings
+
+    def append(self, new: LedgerEvent) -> tuple[LedgerEvent, bool]:
+        stored, created = super().append(new)
+        if created:  # a replayed command (same id) is one entry, audited once
+            opened = new if new.kind == OPENED else self.get(new.case_id)
+            tenant = opened.payload.get("tenant_id") if opened is not None else None
+            audit(self._settings, AuditKind.MIGRATION_ENTRY, str(tenant) if tenant else None,
+                  current_actor(), case_id=new.case_id, entry=new.kind,
+                  entry_id=new.event_id)
+        return stored, created
 
 
 def publish_statement(settings: Settings, statement: Statement) -> str:

@@ -269,3 +269,11 @@ def test_cli_open_log_close(sqlite_platform: Platform, monkeypatch: pytest.Monke
         assert reason in err
     assert runner.invoke(app, ["migration", "log", case, "--minutes", "x"]).exit_code == 2
     assert ledger_rows(control) == before
+
+    # every entry is in the audit trail (once, with the case and the operator), chained
+    trail = json.loads(runner.invoke(app, ["audit", "t-1", "--json"]).stdout)["events"]
+    entries = [e for e in trail if e["kind"] == "migration.entry"]
+    assert [(e["details"]["case_id"], e["details"]["entry"]) for e in entries] == [
+        (case, "case-opened"), (case, "time"), (case, "case-closed")], entries
+    assert all(e["actor"].startswith("cli") for e in entries)
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
