@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from flows.export_form import LINK_TTL_PATTERN, TENANT_ID_PATTERN
+from kernel.dburl import TARGET_NAME_PATTERN
 from kernel.errors import BadInput
 from kernel.ids import validate_export_id, validate_snapshot_id, validate_tenant_id
 from kernel.timeparse import parse_instant, parse_link_ttl, shown
@@ -129,6 +130,24 @@ OptionalBucket = Annotated[
     str | None, BeforeValidator(_blank_is_none), AfterValidator(_bucket),
     WithJsonSchema({"type": "string", "pattern": or_empty(BUCKET_PATTERN)})]
 """An S3 bucket name, or empty (``None``)."""
+
+RESTORE_TARGET_PATTERN = TARGET_NAME_PATTERN
+
+
+def _target_name(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(RESTORE_TARGET_PATTERN, value):
+        raise ValueError("name the target as env:VARIABLE_URL or secret:BLOCK: a database URL "
+                         "is never a run parameter (Prefect would store it, and a host named in "
+                         "a form could receive the worker's PostgreSQL credentials); the CLI "
+                         "takes a URL, or set TENANT_EXPORT_RESTORE_TARGET_URL on the worker")
+    return value
+
+
+OptionalTargetName = Annotated[
+    str | None, BeforeValidator(_blank_is_none), AfterValidator(_target_name),
+    WithJsonSchema({"type": "string", "pattern": or_empty(RESTORE_TARGET_PATTERN)})]
+"""Where a restore writes, by name only (``env:VARIABLE_URL``, ``secret:BLOCK``); empty
+(``None``): ``TENANT_EXPORT_RESTORE_TARGET_URL``."""
 
 OptionalText = Annotated[str | None, BeforeValidator(_blank_is_none),
                          WithJsonSchema({"type": "string", "maxLength": 2000})]

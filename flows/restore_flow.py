@@ -12,7 +12,13 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows import restore
 from flows.context import RunContext, S3Context, current_settings
-from flows.forms import OptionalBucket, OptionalSnapshotId, OptionalText, TenantId, form_field
+from flows.forms import (
+    OptionalBucket,
+    OptionalSnapshotId,
+    OptionalTargetName,
+    TenantId,
+    form_field,
+)
 from flows.keyring import master_key
 from flows.locks import tenant_lock
 from flows.observe import audit_if_possible, current_actor, open_metrics
@@ -58,12 +64,11 @@ def _warned(result: dict[str, Any]) -> dict[str, Any]:
 @flow(name="restore_backup", flow_run_name="restore-{tenant_id}")
 def restore_backup(
     tenant_id: Annotated[TenantId, form_field("Tenant", TENANT_HELP)],
-    target: Annotated[OptionalText, form_field(
-        "Restore into database", "The database to write into, without its password: a URL "
-        "such as postgresql://restore@db.internal/scratch (the password from PGPASSWORD or "
-        ".pgpass where the flow runs), env:VARIABLE_URL (read on the worker) or secret:BLOCK "
-        "(a Prefect Secret block holding the URL). Leave empty: "
-        "TENANT_EXPORT_RESTORE_TARGET_URL.", default="")] = None,
+    target: Annotated[OptionalTargetName, form_field(
+        "Restore into database", "The database to write into, by name only: env:VARIABLE_URL "
+        "(an environment variable of the worker whose name ends in _URL) or secret:BLOCK (a "
+        "Prefect Secret block holding the URL). Leave empty: TENANT_EXPORT_RESTORE_TARGET_URL. "
+        "A URL is never typed here: Prefect would store it with the run.", default="")] = None,
     snapshot_id: Annotated[OptionalSnapshotId, form_field(
         "Snapshot", SNAPSHOT_HELP, default="")] = None,
     documents_bucket: Annotated[OptionalBucket, form_field(

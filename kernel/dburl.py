@@ -11,6 +11,9 @@ from sqlalchemy.exc import ArgumentError
 from kernel.errors import BadInput
 
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+TARGET_NAME_PATTERN = r"^(env:[A-Za-z_][A-Za-z0-9_]{0,123}_URL|secret:[a-z0-9][a-z0-9-]{0,62})$"
+"""A restore target named without its URL: a variable of the worker ending in ``_URL``, or a
+Prefect Secret block: the only forms a run parameter may take."""
 
 
 def normalize_url(url: str) -> URL:

@@ -267,6 +267,9 @@ def run(action: Callable[[Settings], T], *, flows: bool = True,
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except Exception as err:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        if type(err).__name__ == "ParameterTypeError":  # a flow's own form refused a value
+            reasons = " ".join(str(err).split())
+            fail(BadInput(reasons.removeprefix("Flow run received invalid parameters: - ")), 2)
         fail(RuntimeError(f"unexpected {type(err).__name__}: {err}"), 1)
 
 

@@ -45,7 +45,7 @@ def test_backup_cycle_through_the_cli(sqlite_platform: Platform, tmp_path: Path)
     (["snapshots", "a b"], "invalid tenant id"),
     (["verify", "t-1"], "no complete backup snapshot"),
     (["restore", "t-1", "--target", "sqlite:///x.db", "--snapshot", "nope"],
-     "no complete snapshot"),
+     "invalid snapshot id 'nope'"),
 ])
 def test_bad_input_exits_2(sqlite_platform: Platform, args: list[str], message: str,
                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

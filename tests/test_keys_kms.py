@@ -136,7 +136,8 @@ def test_backup_verify_restore_export_purge_with_each_kind_of_master_key(
     assert verified["ok"] and verified["snapshot_id"] == backed["snapshot_id"]
     target, docs = tmp_path / "restored.sqlite", f"restored-{uuid.uuid4().hex[:8]}"
     platform.s3.create_bucket(Bucket=docs)
-    restored = restore_backup("t-1", f"sqlite:///{target}", None, docs)
+    monkeypatch.setenv("KMS_RESTORE_TARGET_URL", f"sqlite:///{target}")
+    restored = restore_backup("t-1", "env:KMS_RESTORE_TARGET_URL", None, docs)
     compare_restored(platform.source_url, f"sqlite:///{target}")
     expected = {d[3]: d[4] for d in awkward.DOCUMENTS if d[0] == "t-1" and d[4] is not None}
     assert restored["documents_restored"] == len(expected)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import typer
 from pydantic import SecretStr
 
-from kernel.dburl import has_password
+from kernel.dburl import TARGET_NAME_PATTERN, normalize_url
 from kernel.errors import BadInput
 from kernel.ids import validate_tenant_id
 from kernel.settings import Settings
@@ -107,6 +108,13 @@ def restore(
                                "touched)", tenant_id=tenant)
         elif confirm:
             raise BadInput("--confirm only applies to --in-place")
+        if target is not None and target.startswith(("env:", "secret:")):
+            if not re.fullmatch(TARGET_NAME_PATTERN, target):
+                raise BadInput(f"--target {target!r}: name a variable ending in _URL "
+                               "(env:PLATFORM_RESTORE_URL) or a Prefect Secret block "
+                               "(secret:restore-target)")
+        elif target is not None:
+            normalize_url(target)  # refused now, not after a flow started (never quoted back)
 
     def body(settings: Settings) -> dict[str, Any]:
         from flows.context import using  # noqa: PLC0415
@@ -115,8 +123,8 @@ def restore(
         if in_place:
             return restore_in_place(tenant, snapshot, confirm)
         named = target is not None and target.startswith(("env:", "secret:"))
-        if target is not None and not named and has_password(target):
-            # the password travels in the settings of this process, never as a flow parameter
+        if target is not None and not named:
+            # a URL travels in the settings of this process, never as a flow parameter
             with using(settings.model_copy(update={"restore_target_url": SecretStr(target)})):
                 return restore_backup(tenant, None, snapshot, documents_bucket, data_only)
         return restore_backup(tenant, target, snapshot, documents_bucket, data_only)
