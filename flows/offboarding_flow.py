@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 
 from flows import offboarding as case_recipe
 from flows import purge as purge_recipe
@@ -118,14 +119,21 @@ def _actions(now: datetime | None) -> CaseActions:
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-def replay_clock(now: datetime | None) -> datetime | None:
-    """``now`` unless a deployment's run names a time ahead of the real clock (refused)."""
+def replay_clock(now: datetime | None, *, past: bool = True) -> datetime | None:
+    """``now`` unless a deployment's run names a time ahead of the real clock, or any time at
+    all where the day it stamps matters (``past=False``: a case opened, a purge and its
+    certificate are dated by the real clock). Both refused."""
     if now is None:
         return None
     from prefect.runtime import deployment  # noqa: PLC0415 - only when a time is named
 
+    if not deployment.id:
+        return now  # in-process: tests and the CLI, run by the operator at the machine
     aware = now if now.tzinfo else now.replace(tzinfo=UTC)
-    if deployment.id and aware > datetime.now(UTC) + CLOCK_SKEW:
+    if not past:
+        raise BadInput("a deployment's run of this flow takes no replay time: a case and a "
+                       "deletion certificate are dated by the real clock")
+    if aware > datetime.now(UTC) + CLOCK_SKEW:
         raise BadInput(f"now={aware:%Y-%m-%dT%H:%M:%SZ} is in the future: a deployment's run "
                        "may replay a past day, never bring dates forward")
     return now
@@ -136,11 +144,11 @@ def offboarding(
     request: Annotated[OffboardingRequest, form_field(
         "Open or resume a case", "The departing tenant, its contract end and the retention; a "
         "case already open for the tenant is resumed.")],
-    now: Annotated[ReplayTime, form_field(REPLAY_TITLE, REPLAY_HELP, default="")] = None,
+    now: SkipJsonSchema[datetime | None] = None,  # tests only: a deployment's run is refused
 ) -> dict[str, Any]:
     """Open (or resume) the case: final backup, export, export-ready email; the sweeper does
     the rest on its dates. The result holds the export's links; they are never logged."""
-    now = replay_clock(now)
+    now = replay_clock(now, past=False)
     settings = current_settings()
     ctx = RunContext.open(settings)
     try:
@@ -226,13 +234,13 @@ def export_retention(
 def purge_tenant(
     request: Annotated[PurgeRequest, form_field(
         "What to purge", "The tenant to purge, the confirmation and any replica buckets.")],
-    now: Annotated[ReplayTime, form_field(REPLAY_TITLE, REPLAY_HELP, default="")] = None,
+    now: SkipJsonSchema[datetime | None] = None,  # tests only: a deployment's run is refused
 ) -> dict[str, Any]:
     """Purge one tenant under its lock; returns the signed deletion certificate."""
     if not request.confirm:
         raise BadInput("purge deletes every export and backup of the tenant and destroys its "
                        "data key: confirm it (--confirm)", tenant_id=request.tenant_id)
-    now = replay_clock(now)
+    now = replay_clock(now, past=False)
     settings = current_settings()
     key = signing_key_from_settings(settings)
     desk = CaseDesk.open(settings, now, emit)

@@ -366,3 +366,6 @@ def test_a_deployments_run_may_not_bring_the_clock_forward(monkeypatch: pytest.M
     with pytest.raises(BadInput, match="in the future"):
         replay_clock(ahead)
     assert replay_clock(past) == past and replay_clock(None) is None
+    with pytest.raises(BadInput, match="dated by the real clock"):  # offboarding, purge
+        replay_clock(past, past=False)
+    assert replay_clock(None, past=False) is None
