@@ -101,10 +101,6 @@ FROM members {where}
 # -- the measured children (each runs in a fresh interpreter) ----------------------------------
 
 
-def _plain(info: dict[str, Any] | None) -> int:
-    return int((info or {}).get("plaintext_bytes") or 0)
-
-
 def snapshot_sizes(ctx: Any, wrapper: KeyWrapper, tenant: str, snapshot_id: str
                    ) -> dict[str, int]:
     """Sizes from the snapshot's manifest, and which blobs the snapshot before it lacked."""
@@ -114,18 +110,20 @@ def snapshot_sizes(ctx: Any, wrapper: KeyWrapper, tenant: str, snapshot_id: str
     position = complete.index(snapshot_id)
     before: set[str] = set()
     if position > 0:
-        before = set(ctx.store.read_manifest(dek, tenant, complete[position - 1])["blobs"])
-    blobs: dict[str, dict[str, Any]] = manifest["blobs"]
-    referenced = {d["blob"] for d in manifest["documents"] if d.get("blob")}
+        older = ctx.store.read_manifest(dek, tenant, complete[position - 1])
+        before = {d["blob"] for d in ctx.store.documents(dek, tenant, older) if d.get("blob")}
+    entries = list(ctx.store.documents(dek, tenant, manifest))  # every format's index
+    plain = {d["blob"]: int(d.get("plaintext_bytes") or 0) for d in entries if d.get("blob")}
+    referenced = set(plain)
     new = referenced - before
     return {
         "tables_plain": sum(int(t["plaintext_bytes"]) for t in manifest["tables"]),
         "tables_cipher": sum(int(t["ciphertext_bytes"]) for t in manifest["tables"]),
-        "blobs_plain": sum(_plain(blobs.get(s)) for s in referenced),
-        "new_blobs_plain": sum(_plain(blobs.get(s)) for s in new),
+        "blobs_plain": sum(plain[s] for s in referenced),
+        "new_blobs_plain": sum(plain[s] for s in new),
         "blobs": len(referenced),
         "new_blobs": len(new),
-        "documents": len(manifest["documents"]),
+        "documents": len(entries),
         "rows": sum(int(t["rows"]) for t in manifest["tables"]),
     }
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -113,24 +113,19 @@ def verify_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str,
                      object_name(snapshot_id, table["object"]),
                      table["plaintext_bytes"], table["plaintext_sha256"])
         checked += 1
-    for blob, sha in sorted(plaintext_hashes(manifest).items()):
-        info = manifest["blobs"].get(blob, {})
-        _check_plain(ctx, dek, tenant_id, layout.blob_key(tenant_id, blob), BLOB_OBJECT,
-                     info.get("plaintext_bytes"), sha)
-        checked += 1
-    return {"tenant_id": tenant_id, "snapshot_id": snapshot_id, "objects": checked + 1,
-            "tables": len(manifest["tables"]), "documents": len(manifest["documents"]),
-            "ok": True, **state}
-
-
-def plaintext_hashes(manifest: dict[str, Any]) -> dict[str, str]:
-    """The plaintext SHA-256 of each blob the documents use: the document's ``sha256`` when
-    the manifest records it (blobs may be named by a keyed hash), else the blob's name."""
-    hashes: dict[str, str] = {}
-    for doc in manifest["documents"]:
-        if doc.get("blob"):
-            hashes.setdefault(doc["blob"], doc.get("sha256") or doc["blob"])
-    return hashes
+    documents, seen = 0, set()  # names only: a blob shared by documents is read once
+    for doc in store.documents(dek, tenant_id, manifest):
+        documents += 1
+        blob = doc.get("blob")
+        if blob and blob not in seen:
+            seen.add(blob)
+            _check_plain(ctx, dek, tenant_id, layout.blob_key(tenant_id, blob), BLOB_OBJECT,
+                         doc.get("plaintext_bytes"), doc.get("sha256") or blob)
+            checked += 1
+    index = 1 if manifest["version"] >= 3 else 0  # the document index is an object too
+    return {"tenant_id": tenant_id, "snapshot_id": snapshot_id,
+            "objects": checked + index + 1, "tables": len(manifest["tables"]),
+            "documents": documents, "ok": True, **state}
 
 
 def _check_plain(ctx: S3Context, dek: Keys, tenant_id: str, key: str, name: str,
@@ -173,7 +168,9 @@ def restore_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, target
                            f"{', '.join(clash)}; restore into an empty database",
                            tenant_id=tenant_id)
         if documents_bucket:
-            documents = _Documents(ctx, dek, tenant_id, manifest, documents_bucket)
+            documents = _Documents(ctx, dek, tenant_id,
+                                   ctx.store.documents(dek, tenant_id, manifest),
+                                   documents_bucket)
             documents.check_targets()
             documents.stage()
         loads = [_table_load(ctx, dek, tenant_id, snapshot_id, t) for t in manifest["tables"]]
@@ -218,7 +215,8 @@ def restore_in_place(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str,
     snapshot_id = report["snapshot_id"]
     dek = ctx.store.data_key(wrapper, tenant_id, create=False)
     manifest = ctx.store.read_manifest(dek, tenant_id, snapshot_id)
-    documents = _Documents(ctx, dek, tenant_id, manifest, bucket, replacing=True)
+    documents = _Documents(ctx, dek, tenant_id, ctx.store.documents(dek, tenant_id, manifest),
+                           bucket, replacing=True)
     rule = ctx.catalog.config.documents
 
     def before_commit() -> None:
@@ -287,14 +285,15 @@ class _Documents:
     """The documents of one restore: staged and checked, published last (an object replaced is
     copied aside first), undone on failure."""
 
-    def __init__(self, ctx: S3Context, dek: Keys, tenant_id: str, manifest: dict[str, Any],
-                 bucket: str, *, replacing: bool = False) -> None:
+    def __init__(self, ctx: S3Context, dek: Keys, tenant_id: str,
+                 entries: Iterable[dict[str, Any]], bucket: str, *,
+                 replacing: bool = False) -> None:
         self.ctx, self.dek, self.tenant_id, self.bucket = ctx, dek, tenant_id, bucket
         self.replacing = replacing
-        self.blobs: dict[str, dict[str, Any]] = manifest.get("blobs", {})
-        self.hashes = plaintext_hashes(manifest)
         self.staging = f"{RESTORE_STAGING}{tenant_id}/{uuid.uuid4().hex}/"
-        self.docs = [d for d in manifest["documents"] if d.get("blob") and d.get("storage_key")]
+        self.docs = [d for d in entries if d.get("blob") and d.get("storage_key")]
+        self.hashes = {d["blob"]: d.get("sha256") or d["blob"] for d in self.docs}
+        self.sizes = {d["blob"]: d.get("plaintext_bytes") for d in self.docs}
         self.targets: dict[str, dict[str, Any]] = {}  # storage_key -> its (first) document
         for doc in self.docs:
             if self.targets.setdefault(doc["storage_key"], doc)["blob"] != doc["blob"]:
@@ -340,7 +339,7 @@ class _Documents:
         with the ETag it had at backup time is the one backed up)."""
         self.chosen = []
         for key, doc in self.targets.items():
-            size = self.blobs.get(doc["blob"], {}).get("plaintext_bytes")
+            size = self.sizes[doc["blob"]]
             info = layout.head(self.ctx.s3, self.bucket, key, self.tenant_id)
             if info is None or size is None or info["size"] != size:
                 self.chosen.append(key)
@@ -360,7 +359,7 @@ class _Documents:
             if blob in self.staged:
                 continue
             staged = f"{self.staging}blob-{len(self.staged):06d}"
-            size = self.blobs.get(blob, {}).get("plaintext_bytes")
+            size = self.sizes[blob]
             what = f"document {doc['document_id']} ({key!r})"
             with objects.upload(self.ctx.s3, self.bucket, staged,
                                 tenant_id=self.tenant_id) as out:

@@ -88,8 +88,23 @@ def open_blob(client: Any, bucket: str, key: str | None) -> Iterator[bytes] | No
     The GET is issued here, before the first chunk is asked for, so a missing blob is known
     before the caller commits to writing a ZIP entry for it.
     """
-    if not key:
-        return None
+    opened = open_document(client, bucket, key) if key else None
+    return None if opened is None else opened[1]
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document object as the bucket describes it: the ETag and size say whether it changed."""
+
+    key: str
+    etag: str
+    size: int
+
+
+def open_document(client: Any, bucket: str, key: str
+                  ) -> tuple[StoredDocument, Iterator[bytes]] | None:
+    """The object's ETag and size *as read* with its bytes in chunks, or None when it is gone
+    (a backup records what it read, not what a listing said a moment before)."""
     what = f"reading document {key!r} from bucket {bucket!r}"
     try:
         response = client.get_object(Bucket=bucket, Key=key)
@@ -107,7 +122,35 @@ def open_blob(client: Any, bucket: str, key: str | None) -> Iterator[bytes] | No
         finally:
             body.close()
 
-    return chunks()
+    found = StoredDocument(key, str(response.get("ETag", "")).strip('"'),
+                           int(response["ContentLength"]))
+    return found, chunks()
+
+
+def head_document(client: Any, bucket: str, key: str) -> StoredDocument | None:
+    """ETag and size of one document, or None when it is gone (one HEAD)."""
+    try:
+        response = client.head_object(Bucket=bucket, Key=key)
+    except (ClientError, BotoCoreError) as err:
+        if is_missing(err):
+            return None
+        raise_storage(err, f"inspecting document {key!r} in bucket {bucket!r}")
+    return StoredDocument(key, str(response.get("ETag", "")).strip('"'),
+                          int(response["ContentLength"]))
+
+
+def list_documents(client: Any, bucket: str, prefix: str) -> Iterator[StoredDocument]:
+    """Every object under ``prefix`` with its ETag and size: one ListObjectsV2 request per
+    1,000 objects, where a HEAD per document would cost 1,000."""
+    what = f"listing {prefix!r} in bucket {bucket!r}"
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                      Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield StoredDocument(item["Key"], str(item.get("ETag", "")).strip('"'),
+                                     int(item["Size"]))
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, what)
 
 
 def key_prefix(rule: DocumentsRule, tenant_id: str) -> str | None:

@@ -7,12 +7,15 @@ Layout of one tenant under the backup bucket (``docs/backup-format.md``)::
     backups/<tenant>/blobs/<name>                         one encrypted document, named by the
                                                          keyed hash of its content
     backups/<tenant>/snapshots/<id>/tables/<table>.parquet   encrypted Parquet, one per table
+    backups/<tenant>/snapshots/<id>/documents.jsonl       encrypted document index (format 3)
     backups/<tenant>/snapshots/<id>/manifest.json         encrypted manifest, written last
-    backups/<tenant>/staging/<random>                     blobs being written (never referenced)
+    backups/<tenant>/staging/<random>                     large blobs in flight (never referenced)
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -105,6 +108,20 @@ def copy(client: Any, bucket: str, source: str, target: str,
             client.copy({"Bucket": bucket, "Key": source}, bucket, target)
     except (ClientError, BotoCoreError) as err:
         raise_storage(err, f"copying {source!r} to {target!r} in {bucket!r}", tenant_id)
+
+
+def put(client: Any, bucket: str, key: str, data: io.BytesIO, tenant_id: str | None = None
+        ) -> objects.StoredObject:
+    """A small sealed object in one PUT: no multipart create, part and complete round trips."""
+    with data.getbuffer() as view:
+        stored = objects.StoredObject(key, view.nbytes, hashlib.sha256(view).hexdigest())
+    data.seek(0)
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=data,
+                          ContentType="application/octet-stream")
+    except (ClientError, BotoCoreError) as err:
+        raise_storage(err, f"writing {key!r} to {bucket!r}", tenant_id)
+    return stored
 
 
 def delete(client: Any, bucket: str, key: str, tenant_id: str | None = None) -> None:

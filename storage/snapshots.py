@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, cast
@@ -25,13 +25,14 @@ from storage import backup_store as layout
 from storage import objects
 from storage.aead import EncryptingWriter, Keys, decrypt_stream, object_associated_data
 from storage.datakeys import DataKeys
+from storage.doc_index import INDEX, IndexWriter, legacy_entries, parse
 from storage.key_registry import KeyRegistry
 from storage.key_store import KeyStore
 from storage.wrapping import KeyWrapper
 
 FORMAT = "tenant-export-snapshot"
-FORMAT_VERSION = 2  # documents carry "sha256"; blobs are named by a keyed hash
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # the document list is its own sealed JSON Lines object
+READABLE_VERSIONS = (1, 2, 3)
 BLOB_OBJECT = "blob"  # associated data of blobs: their name is checked against the content
 
 
@@ -143,6 +144,46 @@ class SnapshotStore:
                                      f"not supported (reads {READABLE_VERSIONS})",
                                      tenant_id=tenant_id)
         return manifest
+
+    def write_index(self, keys: Keys, tenant_id: str, snapshot_id: str,
+                    entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """Seal the document index (streamed: one line per entry) and read it back; returns
+        the manifest's record of it."""
+        key = layout.snapshot_prefix(tenant_id, snapshot_id) + INDEX
+        counted: list[IndexWriter] = []
+
+        def write(sink: IO[bytes]) -> None:
+            writer = IndexWriter(sink)
+            counted.append(writer)
+            writer.write_all(entries)
+
+        sealed = self.seal(keys, tenant_id, key, object_name(snapshot_id, INDEX), write)
+        objects.verify(self.s3, self.bucket, objects.StoredObject(
+            key, sealed["ciphertext_bytes"], sealed["ciphertext_sha256"]), tenant_id)
+        return {"object": INDEX, "count": counted[0].count, "missing": counted[0].missing,
+                **sealed}
+
+    def documents(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]
+                  ) -> Iterator[dict[str, Any]]:
+        """The snapshot's document entries, streamed from its index (format 3) or taken from
+        the manifest (formats 1 and 2), each with its blob's sizes and ciphertext hash.
+
+        A reader must consume the iterator to its end before trusting the list as a whole:
+        the index's size and hash are checked there.
+        """
+        if manifest["version"] < 3:
+            yield from legacy_entries(manifest)
+            return
+        snapshot_id, described = manifest["snapshot_id"], manifest["documents"]
+        if described.get("object") != INDEX:
+            raise VerificationFailed(f"snapshot {snapshot_id}: the manifest names no document "
+                                     "index", tenant_id=tenant_id)
+        key = layout.snapshot_prefix(tenant_id, snapshot_id) + INDEX
+        chunks = self.decrypt_object(keys, tenant_id, key, object_name(snapshot_id, INDEX))
+        try:
+            yield from parse(chunks, key, described)
+        except VerificationFailed as err:
+            raise VerificationFailed(str(err), tenant_id=tenant_id) from err
 
     def list_snapshots(self, tenant_id: str) -> list[str]:
         """Ids of complete snapshots (those with a manifest), oldest first."""

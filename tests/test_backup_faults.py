@@ -38,8 +38,10 @@ from kernel.settings import Settings
 from storage import backup_store as store
 from storage import objects
 from storage.aead import HEADER_BYTES, SEGMENT_SIZE, TAG_BYTES
+from storage.doc_index import INDEX
 from storage.keys import KeyWrapper, parse_master_key
 from storage.retention import RetentionPolicy
+from storage.snapshots import object_name
 from tests import awkward
 from tests.conftest import Platform
 from tests.test_backup_restore import compare_restored
@@ -94,8 +96,10 @@ def open_uploads(platform: Platform, bucket: str, prefix: str) -> list[str]:
 
 
 def manifest_of(ctx: RunContext, tenant_id: str, snapshot_id: str) -> dict[str, Any]:
+    """The manifest with its document list read in (from the index since format 3)."""
     dek = ctx.store.data_key(wrapper(), tenant_id, create=False)
-    return ctx.store.read_manifest(dek, tenant_id, snapshot_id)
+    manifest = ctx.store.read_manifest(dek, tenant_id, snapshot_id)
+    return {**manifest, "documents": list(ctx.store.documents(dek, tenant_id, manifest))}
 
 
 def blob_of(manifest: dict[str, Any], storage_key: str) -> str:
@@ -212,6 +216,42 @@ def flip_manifest_byte(b: Backed) -> str:
     return key
 
 
+def index_key(tenant_id: str, snapshot_id: str) -> str:
+    return store.snapshot_prefix(tenant_id, snapshot_id) + INDEX
+
+
+def flip_index_byte(b: Backed) -> str:
+    key = index_key("t-1", b.t1)
+    data = bytearray(get(b.platform, key))
+    data[-20] ^= 0x01
+    put(b.platform, key, bytes(data))
+    return key
+
+
+def t2_index_over_t1(b: Backed) -> str:
+    assert b.t2 is not None
+    key = index_key("t-1", b.t1)
+    copy_over(b.platform, index_key("t-2", b.t2), key)
+    return key
+
+
+def forged_index(b: Backed) -> str:
+    """A valid index of this snapshot (sealed with the tenant's key, under the right name)
+    without one document, as a rollback to another version of it would be: it decrypts, and
+    the manifest's count and hash catch it."""
+    key, name = index_key("t-1", b.t1), object_name(b.t1, INDEX)
+    ctx = RunContext.open(settings())
+    try:
+        dek = ctx.store.data_key(wrapper(), "t-1", create=False)
+        lines = b"".join(ctx.store.decrypt_object(dek, "t-1", key, name)).splitlines(True)
+        kept = b"".join(line for line in lines if b"t1/passwd" not in line)
+        assert len(kept) < len(b"".join(lines))
+        ctx.store.seal(dek, "t-1", key, name, lambda sink: sink.write(kept))
+    finally:
+        ctx.close()
+    return key
+
+
 def delete_data_key(b: Backed) -> str:
     key = store.key_record_key("t-1")
     b.platform.s3.delete_object(Bucket=b.platform.backup_bucket, Key=key)
@@ -234,7 +274,7 @@ def t2_key_record_over_t1(b: Backed) -> str:
 
 
 Tamper = Callable[[Backed], str]
-NEEDS_T2 = {t2_table_over_t1, t2_blob_over_t1, t2_key_record_over_t1}
+NEEDS_T2 = {t2_table_over_t1, t2_blob_over_t1, t2_key_record_over_t1, t2_index_over_t1}
 
 TAMPERS = [
     pytest.param(flip_table_byte, id="flip-table-byte"),
@@ -248,6 +288,9 @@ TAMPERS = [
     pytest.param(own_blob_over_another, id="own-blob-over-another"),
     pytest.param(own_table_over_another, id="own-table-over-another"),
     pytest.param(flip_manifest_byte, id="flip-manifest-byte"),
+    pytest.param(flip_index_byte, id="flip-index-byte"),
+    pytest.param(t2_index_over_t1, id="t2-index-over-t1"),
+    pytest.param(forged_index, id="forged-index-one-document-less"),
     pytest.param(delete_data_key, id="delete-data-key"),
     pytest.param(edit_key_record, id="edit-key-record"),
     pytest.param(t2_key_record_over_t1, id="t2-key-record-over-t1"),
@@ -288,7 +331,7 @@ CHILD = textwrap.dedent("""
     import os
     import sys
 
-    from flows import backup
+    from flows import backup, backup_documents
     from flows.context import RunContext
     from storage import backup_store
     from storage.keys import parse_master_key
@@ -309,6 +352,9 @@ CHILD = textwrap.dedent("""
 
     backup.checkpoint = checkpoint
 
+    if POINT in ("blob-staged", "mid-blob"):  # the 3 MiB document takes the multipart path
+        backup_documents.SMALL_BLOB_BYTES = 1024 * 1024
+
     if POINT == "blob-staged":  # a blob is complete in staging/, not yet copied to blobs/
         def copy(*args: object, **kwargs: object) -> None:
             die()
@@ -316,12 +362,13 @@ CHILD = textwrap.dedent("""
         backup_store.copy = copy
 
     if POINT == "mid-blob":  # 2 MiB of a blob streamed into its staging upload
-        real_open_blob = backup.open_blob
+        real_open = backup_documents.open_document
 
-        def open_blob(*args: object, **kwargs: object) -> object:
-            chunks = real_open_blob(*args, **kwargs)
-            if chunks is None:
+        def open_document(*args: object, **kwargs: object) -> object:
+            opened = real_open(*args, **kwargs)
+            if opened is None:
                 return None
+            found, chunks = opened
 
             def counted() -> object:
                 sent = 0
@@ -331,9 +378,9 @@ CHILD = textwrap.dedent("""
                     sent += len(chunk)
                     yield chunk
 
-            return counted()
+            return found, counted()
 
-        backup.open_blob = open_blob
+        backup_documents.open_document = open_document
 
     settings = Settings()
     ctx = RunContext.open(settings)
@@ -350,6 +397,7 @@ KILL_POINTS = [
     pytest.param("committed", id="committed"),
     pytest.param("blob-staged", id="blob-staged"),
     pytest.param("mid-blob", id="mid-blob"),
+    pytest.param("blob-written", id="blob-written"),  # a small blob PUT, not yet read back
 ]
 
 

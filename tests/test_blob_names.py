@@ -28,8 +28,9 @@ from kernel.settings import Settings
 from storage import backup_store as store
 from storage import objects
 from storage.aead import SEGMENT_SIZE, object_associated_data
+from storage.doc_index import INDEX
 from storage.retention import RetentionPolicy
-from storage.snapshots import BLOB_OBJECT, object_name
+from storage.snapshots import BLOB_OBJECT, FORMAT_VERSION, object_name
 from tests import awkward
 from tests.conftest import Platform
 from tests.test_format_vectors import encrypt_v1
@@ -56,8 +57,10 @@ def all_keys(platform: Platform) -> list[str]:
 
 
 def manifest(ctx: RunContext, tenant: str, snapshot_id: str) -> dict[str, Any]:
+    """The manifest with its document list read in (from the index since format 3)."""
     keys = ctx.store.data_key(master_key(Settings()), tenant, create=False)
-    return ctx.store.read_manifest(keys, tenant, snapshot_id)
+    described = ctx.store.read_manifest(keys, tenant, snapshot_id)
+    return {**described, "documents": list(ctx.store.documents(keys, tenant, described))}
 
 
 def share_a_document(platform: Platform) -> None:
@@ -134,6 +137,9 @@ def test_an_object_planted_at_a_keyed_name_is_overwritten_not_reused(
 # -- format 1, as an older version wrote it ----------------------------------------------------
 
 
+V1_DOCUMENT_FIELDS = ("document_id", "storage_key", "etag", "size", "status", "blob")
+
+
 def version_1_record(tenant: str, dek: bytes) -> bytes:
     """A format-1 key record (docs/backup-format.md, section 3.4) of ``dek``."""
     kek = base64.b64decode(Settings().master_key_value() or "")
@@ -151,7 +157,7 @@ def as_version_1(platform: Platform, ctx: RunContext, snapshot_id: str) -> dict[
     ``sha256``, a version-1 record. Returns the version-1 manifest."""
     keys = ctx.store.data_key(master_key(Settings()), "t-1", create=False)
     dek, bucket = keys.key(1), platform.backup_bucket
-    described = ctx.store.read_manifest(keys, "t-1", snapshot_id)
+    described = manifest(ctx, "t-1", snapshot_id)
     prefix = store.snapshot_prefix("t-1", snapshot_id)
 
     def reseal(key: str, name: str, plaintext: bytes) -> bytes:
@@ -176,7 +182,10 @@ def as_version_1(platform: Platform, ctx: RunContext, snapshot_id: str) -> dict[
             blobs[plain_sha] = {"plaintext_bytes": len(plaintext), "ciphertext_bytes": len(sealed),
                                 "ciphertext_sha256": sha(sealed)}
         doc["blob"] = plain_sha
+    described["documents"] = [{k: v for k, v in d.items() if k in V1_DOCUMENT_FIELDS}
+                              for d in described["documents"]]
     described.update(version=1, blobs=blobs)
+    platform.s3.delete_object(Bucket=bucket, Key=prefix + INDEX)  # format 1 had none
     reseal(prefix + store.MANIFEST, object_name(snapshot_id, store.MANIFEST),
            json.dumps(described, sort_keys=True).encode())
     platform.s3.put_object(Bucket=bucket, Key=store.key_record_key("t-1"),
@@ -198,7 +207,7 @@ def test_format_1_snapshots_stay_readable_then_their_names_move_and_prune_clears
     new = backup.backup_tenant(ctx, wrapper, "t-1")  # unchanged documents: copied, not sent
     assert new.blobs_uploaded == 0 and new.blobs_renamed == len(plain_names)
     described = manifest(ctx, "t-1", new.snapshot_id)
-    assert described["version"] == 2
+    assert described["version"] == FORMAT_VERSION
     assert not plain_names & {d["blob"] for d in described["documents"]}
     restores(platform, ctx, tmp_path, new.snapshot_id)
     restores(platform, ctx, tmp_path, old_id)  # the old snapshot still reads its old names

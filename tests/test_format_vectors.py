@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import storage.aead
+from kernel.errors import VerificationFailed
 from storage.aead import (
     HEADER_BYTES_V1,
     EncryptingWriter,
@@ -33,6 +34,8 @@ from storage.aead import (
     plaintext_size,
 )
 from storage.datakeys import DataKeys, check_value
+from storage.doc_index import IndexWriter
+from storage.doc_index import parse as parse_index
 from storage.keyring_records import open_record, parse, pick_wrapper
 from storage.keys import parse_master_key
 
@@ -196,6 +199,59 @@ def test_the_documented_sizes() -> None:
     assert ciphertext_size(2 * mib + mib // 2, mib, HEADER_BYTES_V1) == 2_621_536
     assert plaintext_size(2_621_536, mib, HEADER_BYTES_V1) == 2_621_440
     assert ciphertext_size(0, mib, HEADER_BYTES_V1) == 64
+
+
+# -- the document index (version 3) -----------------------------------------------------------
+
+
+INDEX = vectors("index-v3")
+INDEX_AD = object_associated_data(TENANT, INDEX["object_name"])
+
+
+def test_the_documented_index_decrypts_and_parses() -> None:
+    """Section 6.4: a sealed object like any other, then JSON lines the manifest counts."""
+    obj, plaintext = INDEX["object"], INDEX["plaintext"]
+    assert INDEX["tenant"] == TENANT and INDEX["object_name"] == (
+        f"snapshots/{INDEX['snapshot_id']}/documents.jsonl")
+    assert len(obj) == 562 == ciphertext_size(len(plaintext), int(INDEX["segment_size"]))
+    assert reference_decrypt(obj, KEYS, INDEX_AD) == plaintext
+    assert hashlib.sha256(plaintext).digest() == INDEX["plaintext_sha256"]
+    recorded = {"count": int(INDEX["count"]), "plaintext_bytes": len(plaintext),
+                "plaintext_sha256": INDEX["plaintext_sha256"].hex()}
+    entries = list(parse_index(decrypt_stream([obj], DataKeys(KEYS, 2), INDEX_AD), "index",
+                               recorded))
+    assert [e["status"] for e in entries] == ["ok", "missing"]
+    assert sum(e["status"] == "missing" for e in entries) == int(INDEX["missing"])
+    ok = entries[0]
+    assert ok["sha256"] == V2["plaintext_sha256"].hex()  # section 6.2's plaintext
+    assert ok["blob"] == V2["blob_name"].hex() and ok["size"] == len(V2["plaintext"])
+    assert ok["etag"] == hashlib.md5(V2["plaintext"]).hexdigest()
+    rewritten = io.BytesIO()
+    IndexWriter(rewritten).write_all(entries)  # the canonical lines, byte for byte
+    assert rewritten.getvalue() == plaintext
+    for line in plaintext.splitlines():  # section 9.2.1: sorted keys, no spaces
+        assert line == json.dumps(json.loads(line), sort_keys=True,
+                                  separators=(",", ":")).encode()
+
+
+def test_the_writer_produces_the_documented_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    obj = INDEX["object"]
+    randoms = iter([obj[13:45], obj[45:52]])
+    monkeypatch.setattr(storage.aead.os, "urandom", lambda n: next(randoms))
+    sink = io.BytesIO()
+    with EncryptingWriter(sink, DataKeys(KEYS, 2), INDEX_AD,
+                          segment_size=int(INDEX["segment_size"])) as writer:
+        writer.write(INDEX["plaintext"])
+    assert sink.getvalue() == obj
+
+
+def test_a_rolled_back_index_fails_the_manifests_count_and_hash() -> None:
+    plaintext = INDEX["plaintext"]
+    first_line = plaintext.split(b"\n")[0] + b"\n"
+    recorded = {"count": 2, "plaintext_bytes": len(plaintext),
+                "plaintext_sha256": INDEX["plaintext_sha256"].hex()}
+    with pytest.raises(VerificationFailed, match="the manifest says 2 lines"):
+        list(parse_index([first_line], "index", recorded))
 
 
 def test_check_values_follow_the_document() -> None:

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import pytest
 
-from flows import backup, prune, restore
+from flows import backup, backup_documents, prune, restore
 from flows.context import RunContext
 from flows.locks import tenant_lock
 from flows.package_archive import ARCHIVE_INFO
@@ -86,12 +86,14 @@ class Pause:
 
 def pause_mid_blob(monkeypatch: pytest.MonkeyPatch, pause: Pause) -> None:
     """2 MiB of the big document are in its staging multipart upload."""
-    real = backup.open_blob
+    real = backup_documents.open_document
+    monkeypatch.setattr(backup_documents, "SMALL_BLOB_BYTES", 1024 * 1024)  # multipart path
 
-    def open_blob(client: Any, bucket: str, key: str | None) -> Any:
-        chunks = real(client, bucket, key)
-        if chunks is None or key != BIG:
-            return chunks
+    def open_document(client: Any, bucket: str, key: str) -> Any:
+        opened = real(client, bucket, key)
+        if opened is None or key != BIG:
+            return opened
+        found, chunks = opened
 
         def paused() -> Iterator[bytes]:
             sent = 0
@@ -101,13 +103,20 @@ def pause_mid_blob(monkeypatch: pytest.MonkeyPatch, pause: Pause) -> None:
                 sent += len(chunk)
                 yield chunk
 
-        return paused()
+        return found, paused()
 
-    monkeypatch.setattr(backup, "open_blob", open_blob)
+    monkeypatch.setattr(backup_documents, "open_document", open_document)
+
+
+def pause_blob_written(monkeypatch: pytest.MonkeyPatch, pause: Pause) -> None:
+    """A small blob is PUT at its name, not yet read back nor referenced by any manifest."""
+    monkeypatch.setattr(backup, "checkpoint",
+                        lambda name: pause.here() if name == "blob-written" else None)
 
 
 def pause_blob_staged(monkeypatch: pytest.MonkeyPatch, pause: Pause) -> None:
     """The big document is complete in staging/, not yet copied to blobs/."""
+    monkeypatch.setattr(backup_documents, "SMALL_BLOB_BYTES", 1024 * 1024)  # multipart path
     real = store.copy
 
     def copy(*args: Any, **kwargs: Any) -> None:
@@ -127,6 +136,7 @@ def pause_after_table(monkeypatch: pytest.MonkeyPatch, pause: Pause) -> None:
 PAUSES = [
     pytest.param(pause_mid_blob, id="mid-blob-upload"),
     pytest.param(pause_blob_staged, id="blob-staged"),
+    pytest.param(pause_blob_written, id="blob-written"),
     pytest.param(pause_after_table, id="snapshot-without-manifest"),
 ]
 

@@ -59,7 +59,8 @@ def bucket_state(platform: Platform, bucket: str) -> tuple[list[str], list[str]]
 def blob_of(ctx: RunContext, snapshot_id: str, storage_key: str) -> str:
     dek = ctx.store.data_key(wrapper(), "t-1", create=False)
     manifest = ctx.store.read_manifest(dek, "t-1", snapshot_id)
-    (sha,) = [d["blob"] for d in manifest["documents"] if d["storage_key"] == storage_key]
+    (sha,) = [d["blob"] for d in ctx.store.documents(dek, "t-1", manifest)
+              if d["storage_key"] == storage_key]
     return str(sha)
 
 

@@ -66,8 +66,10 @@ def header_key_id(platform: Platform, key: str) -> int:
 
 
 def manifest(ctx: RunContext, snapshot_id: str) -> dict[str, Any]:
+    """The manifest with its document list read in (from the index since format 3)."""
     keys = ctx.store.data_key(master_key(Settings()), "t-1", create=False)
-    return ctx.store.read_manifest(keys, "t-1", snapshot_id)
+    described = ctx.store.read_manifest(keys, "t-1", snapshot_id)
+    return {**described, "documents": list(ctx.store.documents(keys, "t-1", described))}
 
 
 def restores(platform: Platform, ctx: RunContext, tmp_path: Path, snapshot_id: str) -> None:
