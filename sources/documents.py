@@ -112,19 +112,38 @@ def open_document(client: Any, bucket: str, key: str
         if is_missing(err):
             return None
         raise_storage(err, what)
-    body = response["Body"]
-
-    def chunks() -> Iterator[bytes]:
-        try:
-            yield from body.iter_chunks(CHUNK_BYTES)
-        except (BotoCoreError, ClientError, OSError) as err:
-            raise_storage(err, what)
-        finally:
-            body.close()
-
     found = StoredDocument(key, str(response.get("ETag", "")).strip('"'),
                            int(response["ContentLength"]))
-    return found, chunks()
+    return found, Chunks(response["Body"], what)
+
+
+class Chunks:
+    """A response body in chunks. ``close()`` releases the connection whether or not reading
+    began (a generator's ``finally`` does not run when it is closed before its first chunk,
+    which a read-ahead that aborts does)."""
+
+    def __init__(self, body: Any, what: str) -> None:
+        self._body, self._what = body, what
+        self._chunks: Iterator[bytes] | None = None
+
+    def __iter__(self) -> Chunks:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._chunks is None:
+            self._chunks = iter(self._body.iter_chunks(CHUNK_BYTES))
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+        except (BotoCoreError, ClientError, OSError) as err:
+            self.close()
+            raise_storage(err, self._what)
+
+    def close(self) -> None:
+        """Release the response (idempotent)."""
+        self._body.close()
 
 
 def head_document(client: Any, bucket: str, key: str) -> StoredDocument | None:

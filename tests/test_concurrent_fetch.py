@@ -447,3 +447,26 @@ def test_one_failed_get_aborts_the_export_and_nothing_is_published(
     assert not uploads.get("Uploads")
     assert read_ahead_threads() == []  # every fetch thread joined
     assert all(f.buffered == 0 for f in pools.made)
+
+
+def test_an_unread_document_releases_its_connection_when_closed() -> None:
+    """A read-ahead that aborts closes streams it never read: the response must go back to
+    the pool then too (a generator's ``finally`` would not run before its first chunk)."""
+    from sources.documents import Chunks
+
+    class Body:
+        def __init__(self) -> None:
+            self.closed = 0
+
+        def iter_chunks(self, _size: int) -> Iterator[bytes]:
+            yield b"ab"
+            yield b"c"
+
+        def close(self) -> None:
+            self.closed += 1
+
+    unread = Body()
+    Chunks(unread, "reading x").close()
+    assert unread.closed == 1
+    read = Body()
+    assert b"".join(Chunks(read, "reading y")) == b"abc" and read.closed == 1
