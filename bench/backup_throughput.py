@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from common import (
     Row,
     ratio,
 )
+from restored import check_restored, table_counts
 
 from flows.backup import backup_tenant
 from flows.context import RunContext, S3Context
@@ -66,7 +66,6 @@ from storage.keys import KeyWrapper, generate_master_key, parse_master_key
 BACKUP_BUCKET = "bench-backups"
 RESTORE_BUCKET = "bench-restored-documents"
 CHANGED_FRACTION = 0.01  # of the big tenant's documents, overwritten before the incremental
-TABLES = ("tenants", "members", "documents")
 
 # A tenant-scoped logical dump: what `.dump` writes (CREATE TABLE, then INSERTs in one
 # transaction), limited to the tenant's rows; tables only, no indexes, like our restore.
@@ -88,16 +87,6 @@ SELECT * FROM documents WHERE tenant_id = '{tenant}' ORDER BY id;
 
 # Cheap content check of a restored members table against the source (exact integer sums;
 # a BLOB restored as base64 text, or a number restored as text, changes the result).
-MEMBERS_FINGERPRINT_SQL = """
-SELECT count(*), total(id), total(length(email)), count(display_name),
-       total(length(display_name)), total(age), sum(typeof(age) = 'integer'),
-       total(CAST(round(balance * 100) AS INTEGER)), sum(typeof(balance) = 'real'),
-       total(length(created_at)), total(is_active), count(notes), total(length(notes)),
-       sum(typeof(avatar_hash) = 'blob'), total(length(avatar_hash))
-FROM members {where}
-"""
-
-
 # -- the measured children (each runs in a fresh interpreter) ----------------------------------
 
 
@@ -234,46 +223,6 @@ def change_documents(plat: Platform, client: Any) -> int:
         client.put_object(Bucket=DOCUMENTS_BUCKET, Key=key, Body=blob)
         path.write_bytes(blob)
     return count
-
-
-def table_counts(db: Path, tenant: str | None) -> dict[str, int]:
-    """Rows per table; only the tenant's when ``tenant`` is given (the source database)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        counts: dict[str, int] = {}
-        for table in TABLES:
-            column = "id" if table == "tenants" else "tenant_id"
-            where = f" WHERE {column} = ?" if tenant else ""
-            row = conn.execute(f"SELECT count(*) FROM {table}{where}",
-                               (tenant,) if tenant else ()).fetchone()
-            counts[table] = int(row[0])
-        return counts
-    finally:
-        conn.close()
-
-
-def members_fingerprint(db: Path, tenant: str | None) -> tuple[Any, ...]:
-    """Aggregates over every column of ``members`` (the tenant's rows only in the source)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        where = "WHERE tenant_id = ?" if tenant else ""
-        row = conn.execute(MEMBERS_FINGERPRINT_SQL.format(where=where),
-                           (tenant,) if tenant else ()).fetchone()
-        return tuple(row)
-    finally:
-        conn.close()
-
-
-def check_restored(name: str, db: Path, plat: Platform, expected: dict[str, int],
-                   warnings: list[str]) -> int:
-    """Row counts must equal the source's (else BenchError); content differences are noted."""
-    counts = table_counts(db, None)
-    if counts != expected:
-        raise BenchError(f"{name}: restored row counts {counts}, the source has {expected}")
-    if members_fingerprint(db, None) != members_fingerprint(plat.db, BIG_TENANT):
-        warnings.append(f"{name}: restored members differ from the source in content "
-                        "(counts, lengths, sums or storage classes of some column)")
-    return sum(counts.values())
 
 
 # -- the benchmark -----------------------------------------------------------------------------
