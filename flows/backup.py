@@ -1,13 +1,14 @@
 """Per-tenant backup snapshots, in plain code: sources → Parquet/encryption → S3.
 
-A snapshot is every table of the tenant as encrypted Parquet, read from one consistent database
-snapshot, plus its documents stored content-addressed (a blob already backed up is never
-uploaded again), listed in a sealed document index, and described by an encrypted manifest
-written last. Write order: tables, new blobs and the index are written and read back
-(ciphertext SHA-256), then the manifest is written and read back: a snapshot without a manifest
-is not a snapshot, whatever else its folder holds. The commit is then recorded in the control
-database (:mod:`storage.registry`), so a snapshot deleted later is noticed. The format itself
-(keys, sealing, manifests) is :mod:`storage.snapshots`.
+A snapshot is every table of the tenant as content-addressed chunks of encrypted Parquet
+(:mod:`flows.backup_tables`: rows already stored are not uploaded again), read from one
+consistent database snapshot, plus its documents stored content-addressed (a blob already
+backed up is never uploaded again), listed in a sealed document index, and described by an
+encrypted manifest written last. Write order: new chunks, new blobs and the index are
+written and read back (ciphertext SHA-256), then the manifest is written and read back: a
+snapshot without a manifest is not a snapshot, whatever else its folder holds. The commit is
+then recorded in the control database (:mod:`storage.registry`), so a snapshot deleted later
+is noticed. The format itself (keys, sealing, manifests) is :mod:`storage.snapshots`.
 
 The database snapshot ends before any document is fetched: the tables stream out inside it, the
 document rows are spooled to a temporary file (:mod:`flows.backup_scratch`), and the snapshot
@@ -22,27 +23,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import Any
 
-from exporters.names import UniqueNames
-from exporters.parquet_writer import ParquetTableWriter
 from flows.backup_documents import Documents
 from flows.backup_scratch import Scratch
+from flows.backup_tables import UPLOADS_IN_FLIGHT, TableChunks
 from flows.context import RunContext
 from kernel.errors import BadInput, ControlDbError
 from kernel.ids import new_snapshot_id, validate_tenant_id
 from sources.database import Snapshot
 from sources.documents import confined, iter_documents
 from sources.tenants import tenant_key
-from storage import backup_store as layout
-from storage import objects
 from storage.datakeys import DataKeys
 from storage.key_registry import KeyRegistry
 from storage.key_store import KeyStore
 from storage.registry import SnapshotRegistry
-from storage.snapshots import FORMAT, FORMAT_VERSION, object_name, schema_b64, snapshot_time
+from storage.snapshots import FORMAT, FORMAT_VERSION, schema_b64, snapshot_time
 from storage.wrapping import KeyWrapper
 
 log = logging.getLogger(__name__)
@@ -97,13 +96,16 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
     snapshot_id = _new_id(complete)
     summary = BackupSummary(tenant_id=tenant_id, snapshot_id=snapshot_id, warnings=notes,
                             data_key=keys.active)
+    chunks = TableChunks(store, keys, tenant_id)
+    previous: dict[str, Any] | None = None
     with Scratch() as scratch:
-        if complete:  # what the previous snapshot stored, by key, ETag and size
+        if complete:  # what the previous snapshot stored: documents, blobs, table chunks
             previous = store.read_manifest(keys, tenant_id, complete[-1])
+            chunks.remember(previous)
             scratch.add_previous(store.documents(keys, tenant_id, previous))
         with ctx.snapshot() as snap:  # one snapshot: the tables, then the document rows
             key = tenant_key(ctx.catalog, snap, tenant_id)
-            tables, written = _write_tables(ctx, keys, snap, key, summary)
+            tables = _write_tables(ctx, chunks, snap, key, summary)
             scratch.add_rows(confined(iter_documents(snap, ctx.catalog, key),
                                       ctx.catalog.config.documents, tenant_id))
         # late-bound: tests replace this module's checkpoint to kill the run mid-transfer
@@ -113,12 +115,11 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
         summary.blobs_uploaded, summary.blobs_renamed = counts.uploaded, counts.renamed
         summary.bytes_uploaded += counts.bytes
         summary.documents_survey = "listing" if counts.listed else "head"
-        checkpoint("before-verify")
-        for stored in written:  # read back every table this run wrote (blobs already were)
-            objects.verify(ctx.s3, ctx.settings.backup_bucket, stored, tenant_id)
-        index = store.write_index(keys, tenant_id, snapshot_id, scratch.entries())
+        checkpoint("before-verify")  # every chunk and blob written is read back already
+        before = previous["documents"] if previous and previous["version"] >= 4 else None
+        index = store.write_index(keys, tenant_id, scratch.entries, before)
         index["blobs"] = scratch.blob_count()
-    summary.bytes_uploaded += index["ciphertext_bytes"]
+    summary.bytes_uploaded += index.pop("uploaded_bytes")
     _commit(ctx, keys, summary, {
         "format": FORMAT, "version": FORMAT_VERSION, "tenant_id": tenant_id,
         "snapshot_id": snapshot_id, "created_at": datetime.now(UTC).isoformat(),
@@ -128,49 +129,36 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
     return summary
 
 
-def _write_tables(ctx: RunContext, keys: DataKeys, snap: Snapshot, key: object,
-                  summary: BackupSummary
-                  ) -> tuple[list[dict[str, Any]], list[objects.StoredObject]]:
-    """Every table of the tenant, in dependency order, as sealed Parquet: the manifest's
-    entries and the objects to read back."""
-    tenant_id, snapshot_id = summary.tenant_id, summary.snapshot_id
-    prefix = layout.snapshot_prefix(tenant_id, snapshot_id)
+def _write_tables(ctx: RunContext, chunks: TableChunks, snap: Snapshot, key: object,
+                  summary: BackupSummary) -> list[dict[str, Any]]:
+    """Every table of the tenant, in dependency order, as content-addressed chunks of sealed
+    Parquet (:mod:`flows.backup_tables`): the manifest's entries."""
     tables: list[dict[str, Any]] = []
-    written: list[objects.StoredObject] = []
-    names = UniqueNames()
     # A backup must be restorable to what the platform held: the export's exclusions and
     # skipped tables (secrets that never leave for a client) are backed up, encrypted.
-    for plan in ctx.catalog.for_backup().dependency_order():
-        stream = snap.read_table(plan, key, schema=ctx.catalog.config.db_schema)
-        name = f"tables/{names.claim(plan.name, 'table')}.parquet"
-        rows = 0
-
-        def write(sink: IO[bytes], stream: Any = stream) -> None:
-            nonlocal rows
-            writer = ParquetTableWriter(sink, stream.schema)
-            for batch in stream.batches:
-                writer.write_batch(batch)
-            writer.close()
-            rows = writer.rows
-
-        sealed = ctx.store.seal(keys, tenant_id, prefix + name, object_name(snapshot_id, name),
-                                write)
-        written.append(objects.StoredObject(prefix + name, sealed["ciphertext_bytes"],
-                                            sealed["ciphertext_sha256"]))
-        tables.append({"name": plan.name, "object": name, "rows": rows,
-                       "schema": schema_b64(stream.schema),
-                       "primary_key": list(plan.primary_key),
-                       "not_null": list(plan.not_null),
-                       "foreign_keys": [{"columns": list(fk.columns), "parent": fk.parent,
-                                         "parent_columns": list(fk.parent_columns),
-                                         "origin": fk.origin}
-                                        for fk in plan.foreign_keys],
-                       **sealed})
-        summary.rows += rows
-        summary.tables[plan.name] = rows
-        summary.bytes_uploaded += sealed["ciphertext_bytes"]
-        checkpoint(f"table:{plan.name}")
-    return tables, written
+    with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="backup-chunk") as pool:
+        for plan in ctx.catalog.for_backup().dependency_order():
+            stream = snap.read_table(plan, key, schema=ctx.catalog.config.db_schema)
+            before = chunks.uploaded_bytes
+            stored = chunks.store_table(pool, stream.batches, stream.schema, plan.primary_key)
+            rows = sum(c["rows"] for c in stored)
+            tables.append({"name": plan.name, "rows": rows,
+                           "schema": schema_b64(stream.schema),
+                           "primary_key": list(plan.primary_key),
+                           "not_null": list(plan.not_null),
+                           "foreign_keys": [{"columns": list(fk.columns), "parent": fk.parent,
+                                             "parent_columns": list(fk.parent_columns),
+                                             "origin": fk.origin}
+                                            for fk in plan.foreign_keys],
+                           "chunks": stored,
+                           "plaintext_bytes": sum(c["plaintext_bytes"] for c in stored),
+                           "ciphertext_bytes": sum(c["ciphertext_bytes"] for c in stored),
+                           "uploaded_bytes": chunks.uploaded_bytes - before})
+            summary.rows += rows
+            summary.tables[plan.name] = rows
+            checkpoint(f"table:{plan.name}")
+    summary.bytes_uploaded += chunks.uploaded_bytes
+    return tables
 
 
 def _commit(ctx: RunContext, keys: DataKeys, summary: BackupSummary, manifest: dict[str, Any],

@@ -56,8 +56,8 @@ def prune_tenant(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, policy: Re
     blobs_to_delete: list[str] = []
     if keep:
         keys = ctx.store.data_key(wrapper, tenant_id, create=False)
-        referenced = [[d["blob"] for d in ctx.store.documents(
-            keys, tenant_id, ctx.store.read_manifest(keys, tenant_id, s)) if d.get("blob")]
+        referenced = [list(ctx.store.blobs(
+            keys, tenant_id, ctx.store.read_manifest(keys, tenant_id, s)))
             for s in keep]
         stored = [k.rsplit("/", 1)[-1] for k, modified in objects.list_objects(
             ctx.s3, bucket, store.tenant_prefix(tenant_id) + "blobs/", tenant_id)

@@ -107,13 +107,20 @@ def verify_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str,
     dek = store.data_key(wrapper, tenant_id, create=False)
     manifest = store.read_manifest(dek, tenant_id, snapshot_id)
     prefix = layout.snapshot_prefix(tenant_id, snapshot_id)
-    checked = 0
+    checked, seen = 0, set()  # blob names only: a blob shared by chunks or documents: once
     for table in manifest["tables"]:
-        _check_plain(ctx, dek, tenant_id, prefix + table["object"],
-                     object_name(snapshot_id, table["object"]),
-                     table["plaintext_bytes"], table["plaintext_sha256"])
-        checked += 1
-    documents, seen = 0, set()  # names only: a blob shared by documents is read once
+        if "chunks" not in table:  # formats 1-3: one object per table
+            _check_plain(ctx, dek, tenant_id, prefix + table["object"],
+                         object_name(snapshot_id, table["object"]),
+                         table["plaintext_bytes"], table["plaintext_sha256"])
+            checked += 1
+        for chunk in table.get("chunks", []):
+            if chunk["blob"] not in seen:
+                seen.add(chunk["blob"])
+                _check_plain(ctx, dek, tenant_id, layout.blob_key(tenant_id, chunk["blob"]),
+                             BLOB_OBJECT, chunk["plaintext_bytes"], chunk["plaintext_sha256"])
+                checked += 1
+    documents = 0
     for doc in store.documents(dek, tenant_id, manifest):
         documents += 1
         blob = doc.get("blob")
@@ -261,9 +268,18 @@ def _owner_columns(ctx: S3Context, loads: list[TableLoad]) -> dict[str, str]:
 def _table_load(ctx: S3Context, dek: Keys, tenant_id: str, snapshot_id: str,
                 table: dict[str, Any]) -> TableLoad:
     """A table of the manifest as the loader takes it: batches decrypted on demand."""
-    key = layout.snapshot_prefix(tenant_id, snapshot_id) + table["object"]
+
+    def chunked() -> Iterator[pa.RecordBatch]:
+        for chunk in table["chunks"]:  # each read whole (a few MB at most) and checked again
+            data = _read_chunk(ctx, dek, tenant_id, chunk)
+            yield from pq.ParquetFile(pa.BufferReader(data)).iter_batches(
+                batch_size=PARQUET_BATCH_ROWS)
 
     def batches() -> Iterator[pa.RecordBatch]:
+        if "chunks" in table:
+            yield from chunked()
+            return
+        key = layout.snapshot_prefix(tenant_id, snapshot_id) + table["object"]
         reader = SeekableDecryptor(
             layout.range_reader(ctx.s3, ctx.store.bucket, key, tenant_id),
             table["ciphertext_bytes"], dek,
@@ -279,6 +295,19 @@ def _table_load(ctx: S3Context, dek: Keys, tenant_id: str, snapshot_id: str,
                                     tuple(fk["parent_columns"]), fk.get("origin", "database"))
                          for fk in table.get("foreign_keys", [])),
                      db_schema=table.get("db_schema"))
+
+
+def _read_chunk(ctx: S3Context, dek: Keys, tenant_id: str, chunk: dict[str, Any]) -> bytes:
+    """A table chunk's Parquet bytes, checked against the manifest (it was verified before the
+    restore began; a blob swapped since then is caught here, before its rows are loaded)."""
+    key = layout.blob_key(tenant_id, chunk["blob"])
+    data = b"".join(ctx.store.decrypt_object(dek, tenant_id, key, BLOB_OBJECT))
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != chunk["plaintext_sha256"] or len(data) != chunk["plaintext_bytes"]:
+        raise VerificationFailed(f"{key}: decrypts to {len(data)} bytes sha256 {sha}, the "
+                                 f"manifest says {chunk['plaintext_bytes']} bytes sha256 "
+                                 f"{chunk['plaintext_sha256']}", tenant_id=tenant_id)
+    return data
 
 
 class _Documents:

@@ -1,8 +1,11 @@
 """Streaming writes, read-back verification and cleanup of S3 objects.
 
-Writes go through smart_open's multipart writer: parts of a few MB leave as they fill, so no
-whole object is ever held in memory or on disk, and an exception inside the ``with`` block
-aborts the multipart upload (nothing half-written becomes visible).
+An object up to one part (``SINGLE_PUT_BYTES``) is kept in memory and sent with one PUT when
+its writer closes; past that, smart_open's multipart writer takes over and parts leave as they
+fill, so no whole large object is ever held in memory or on disk. Most objects of a backup or
+an export are small: one request instead of a multipart create, part and complete. Either way
+an exception inside the ``with`` block sends nothing or aborts the multipart upload (nothing
+half-written becomes visible).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from kernel.errors import StorageError, VerificationFailed
 from kernel.s3errors import error_code, raise_storage
 
 PART_BYTES = 16 * 1024 * 1024
+SINGLE_PUT_BYTES = PART_BYTES  # up to this size an object is buffered and sent with one PUT
 # smart_open reports a failed CreateMultipartUpload as ValueError and exhausted part retries as
 # OSError; boto3 raises ClientError/BotoCoreError. All are storage failures of the upload.
 UPLOAD_ERRORS = (ClientError, BotoCoreError, OSError, ValueError)
@@ -71,6 +75,42 @@ class StoredObject:
     sha256: str
 
 
+class _SpooledWriter:
+    """One object's bytes: in memory up to one part, then a multipart upload."""
+
+    def __init__(self, client: Any, bucket: str, key: str, content_type: str) -> None:
+        self._client, self._bucket, self._key = client, bucket, key
+        self._content_type = content_type
+        self._buffer: io.BytesIO | None = io.BytesIO()
+        self._multipart: Any = None
+
+    def write(self, data: memoryview) -> None:
+        if self._buffer is None:
+            self._multipart.write(data)
+            return
+        self._buffer.write(data)
+        if self._buffer.tell() >= SINGLE_PUT_BYTES:  # too large for one PUT: stream the rest
+            self._multipart = smart_s3.open(
+                self._bucket, self._key, "wb", client=self._client, min_part_size=PART_BYTES,
+                client_kwargs={"S3.Client.create_multipart_upload": {
+                    "ContentType": self._content_type}})
+            held, self._buffer = self._buffer, None
+            self._multipart.write(held.getvalue())
+
+    def close(self) -> None:
+        if self._buffer is None:
+            self._multipart.close()
+            return
+        self._buffer.seek(0)
+        self._client.put_object(Bucket=self._bucket, Key=self._key, Body=self._buffer,
+                                ContentType=self._content_type)
+
+    def terminate(self) -> None:
+        """Abort a multipart upload in progress; a single PUT not yet sent needs nothing."""
+        if self._multipart is not None:
+            self._multipart.terminate()
+
+
 @contextmanager
 def upload(
     client: Any, bucket: str, key: str, *, content_type: str = "application/octet-stream",
@@ -78,13 +118,7 @@ def upload(
 ) -> Iterator[HashingSink]:
     """A sink streaming to ``s3://bucket/key``; on success records a ``StoredObject``."""
     what = f"uploading {key!r} to {bucket!r}"
-    try:
-        writer: Any = smart_s3.open(
-            bucket, key, "wb", client=client, min_part_size=PART_BYTES,
-            client_kwargs={"S3.Client.create_multipart_upload": {"ContentType": content_type}},
-        )
-    except UPLOAD_ERRORS as err:
-        raise_storage(err, what, tenant_id)
+    writer = _SpooledWriter(client, bucket, key, content_type)
     sink = HashingSink(writer, what, tenant_id)
     try:
         yield sink

@@ -31,8 +31,8 @@ from storage.key_store import KeyStore
 from storage.wrapping import KeyWrapper
 
 FORMAT = "tenant-export-snapshot"
-FORMAT_VERSION = 3  # the document list is its own sealed JSON Lines object
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4  # tables and the document index as blobs (3: the index its own object)
+READABLE_VERSIONS = (1, 2, 3, 4)
 BLOB_OBJECT = "blob"  # associated data of blobs: their name is checked against the content
 
 
@@ -54,6 +54,13 @@ def schema_b64(schema: pa.Schema) -> str:
 def schema_of(table: dict[str, Any]) -> pa.Schema:
     """The Arrow schema recorded for a table in a manifest."""
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(table["schema"])))
+
+
+class _Discard:
+    """A sink that keeps nothing (the index's first pass only hashes it)."""
+
+    def write(self, data: memoryview) -> None:
+        """Drop ``data``."""
 
 
 @dataclass(frozen=True)
@@ -145,23 +152,38 @@ class SnapshotStore:
                                      tenant_id=tenant_id)
         return manifest
 
-    def write_index(self, keys: Keys, tenant_id: str, snapshot_id: str,
-                    entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
-        """Seal the document index (streamed: one line per entry) and read it back; returns
-        the manifest's record of it."""
-        key = layout.snapshot_prefix(tenant_id, snapshot_id) + INDEX
-        counted: list[IndexWriter] = []
+    def write_index(self, keys: Keys, tenant_id: str,
+                    entries: Callable[[], Iterable[dict[str, Any]]],
+                    previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Store the document index as a blob named by its content (version 4) and read it
+        back; returns the manifest's record of it. ``entries`` is read twice (streamed: one
+        line per entry): once to name the index, once to write it, unless it equals
+        ``previous`` (the previous manifest's record): an unchanged night writes no index."""
+        hashed = objects.HashingSink(_Discard())
+        counted = IndexWriter(cast(IO[bytes], hashed))
+        counted.write_all(entries())
+        sha = hashed.sha256
+        name = DataKeys.of(keys).blob_name(tenant_id, sha)
+        record = {"blob": name, "count": counted.count, "missing": counted.missing,
+                  "plaintext_bytes": hashed.bytes, "plaintext_sha256": sha}
+        if previous and previous.get("blob") == name and previous.get(
+                "plaintext_sha256") == sha and "ciphertext_sha256" in previous:
+            return {**record, "ciphertext_bytes": previous["ciphertext_bytes"],
+                    "ciphertext_sha256": previous["ciphertext_sha256"], "uploaded_bytes": 0}
+        key = layout.blob_key(tenant_id, name)
 
         def write(sink: IO[bytes]) -> None:
-            writer = IndexWriter(sink)
-            counted.append(writer)
-            writer.write_all(entries)
+            IndexWriter(sink).write_all(entries())
 
-        sealed = self.seal(keys, tenant_id, key, object_name(snapshot_id, INDEX), write)
+        sealed = self.seal(keys, tenant_id, key, BLOB_OBJECT, write)
+        if sealed["plaintext_sha256"] != sha:  # the entries must not change between the passes
+            raise VerificationFailed(f"{key}: the document index changed while it was written",
+                                     tenant_id=tenant_id)
         objects.verify(self.s3, self.bucket, objects.StoredObject(
             key, sealed["ciphertext_bytes"], sealed["ciphertext_sha256"]), tenant_id)
-        return {"object": INDEX, "count": counted[0].count, "missing": counted[0].missing,
-                **sealed}
+        return {**record, "ciphertext_bytes": sealed["ciphertext_bytes"],
+                "ciphertext_sha256": sealed["ciphertext_sha256"],
+                "uploaded_bytes": sealed["ciphertext_bytes"]}
 
     def documents(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]
                   ) -> Iterator[dict[str, Any]]:
@@ -175,24 +197,43 @@ class SnapshotStore:
             yield from legacy_entries(manifest)
             return
         snapshot_id, described = manifest["snapshot_id"], manifest["documents"]
-        if described.get("object") != INDEX:
+        if described.get("blob"):  # version 4: a blob, shared by snapshots that list the same
+            key, name = layout.blob_key(tenant_id, described["blob"]), BLOB_OBJECT
+        elif described.get("object") == INDEX:  # version 3: an object of the snapshot
+            key = layout.snapshot_prefix(tenant_id, snapshot_id) + INDEX
+            name = object_name(snapshot_id, INDEX)
+        else:
             raise VerificationFailed(f"snapshot {snapshot_id}: the manifest names no document "
                                      "index", tenant_id=tenant_id)
-        key = layout.snapshot_prefix(tenant_id, snapshot_id) + INDEX
-        chunks = self.decrypt_object(keys, tenant_id, key, object_name(snapshot_id, INDEX))
+        chunks = self.decrypt_object(keys, tenant_id, key, name)
         try:
             yield from parse(chunks, key, described)
         except VerificationFailed as err:
             raise VerificationFailed(str(err), tenant_id=tenant_id) from err
 
+    def blobs(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]) -> Iterator[str]:
+        """Every blob the snapshot needs: its table chunks and index (format 4) and its
+        documents' blobs (names may repeat). Prune keeps these; consume to the end (the index
+        is checked there)."""
+        if isinstance(manifest.get("documents"), dict) and manifest["documents"].get("blob"):
+            yield manifest["documents"]["blob"]
+        for table in manifest.get("tables", []):
+            for chunk in table.get("chunks", []):
+                yield chunk["blob"]
+        for doc in self.documents(keys, tenant_id, manifest):
+            if doc.get("blob"):
+                yield doc["blob"]
+
     def list_snapshots(self, tenant_id: str) -> list[str]:
-        """Ids of complete snapshots (those with a manifest), oldest first."""
+        """Ids of complete snapshots (those with a manifest), oldest first: one listing
+        request per 1,000 objects under ``snapshots/`` (a version-4 folder holds only its
+        manifest), whatever the number of snapshots."""
         prefix = layout.tenant_prefix(validate_tenant_id(tenant_id)) + "snapshots/"
-        found = objects.list_prefixes(self.s3, self.bucket, prefix, tenant_id)
-        ids = [p.rstrip("/").rsplit("/", 1)[-1] for p in found]
-        complete = [i for i in ids if layout.head(
-            self.s3, self.bucket, layout.snapshot_prefix(tenant_id, i) + layout.MANIFEST,
-            tenant_id) is not None]
+        complete = set()
+        for key in objects.list_keys(self.s3, self.bucket, prefix, tenant_id):
+            folder, _, name = key[len(prefix):].partition("/")
+            if name == layout.MANIFEST:
+                complete.add(folder)
         return sorted(complete)
 
     def resolve_snapshot(self, tenant_id: str, snapshot_id: str | None,

@@ -108,8 +108,11 @@ def blob_of(manifest: dict[str, Any], storage_key: str) -> str:
     return sha
 
 
-def table_key(tenant_id: str, snapshot_id: str, table: str) -> str:
-    return store.snapshot_prefix(tenant_id, snapshot_id) + f"tables/{table}.parquet"
+def table_key(tenant_id: str, manifest: dict[str, Any] | None, table: str) -> str:
+    """The object of the table's first chunk (format 4: a blob named by its content)."""
+    assert manifest is not None
+    (described,) = [t for t in manifest["tables"] if t["name"] == table]
+    return store.blob_key(tenant_id, described["chunks"][0]["blob"])
 
 
 def sqlite_tables(path: Path) -> list[str]:
@@ -132,7 +135,7 @@ class Backed:
 
 
 def flip_table_byte(b: Backed) -> str:
-    key = table_key("t-1", b.t1, "members")
+    key = table_key("t-1", b.t1_manifest, "members")
     data = bytearray(get(b.platform, key))
     data[len(data) // 2] ^= 0x01
     put(b.platform, key, bytes(data))
@@ -140,7 +143,7 @@ def flip_table_byte(b: Backed) -> str:
 
 
 def truncate_table_last_byte(b: Backed) -> str:
-    key = table_key("t-1", b.t1, "members")
+    key = table_key("t-1", b.t1_manifest, "members")
     put(b.platform, key, get(b.platform, key)[:-1])
     return key
 
@@ -183,8 +186,8 @@ def swap_blob_segments(b: Backed) -> str:
 
 def t2_table_over_t1(b: Backed) -> str:
     assert b.t2 is not None
-    key = table_key("t-1", b.t1, "members")
-    copy_over(b.platform, table_key("t-2", b.t2, "members"), key)
+    key = table_key("t-1", b.t1_manifest, "members")
+    copy_over(b.platform, table_key("t-2", b.t2_manifest, "members"), key)
     return key
 
 
@@ -203,8 +206,8 @@ def own_blob_over_another(b: Backed) -> str:
 
 
 def own_table_over_another(b: Backed) -> str:
-    key = table_key("t-1", b.t1, "members")
-    copy_over(b.platform, table_key("t-1", b.t1, "tenants"), key)
+    key = table_key("t-1", b.t1_manifest, "members")
+    copy_over(b.platform, table_key("t-1", b.t1_manifest, "tenants"), key)
     return key
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import sqlite3
@@ -17,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -30,7 +33,7 @@ from storage import objects
 from storage.aead import SEGMENT_SIZE, object_associated_data
 from storage.doc_index import INDEX
 from storage.retention import RetentionPolicy
-from storage.snapshots import BLOB_OBJECT, FORMAT_VERSION, object_name
+from storage.snapshots import BLOB_OBJECT, FORMAT_VERSION, object_name, schema_of
 from tests import awkward
 from tests.conftest import Platform
 from tests.test_format_vectors import encrypt_v1
@@ -165,10 +168,22 @@ def as_version_1(platform: Platform, ctx: RunContext, snapshot_id: str) -> dict[
         platform.s3.put_object(Bucket=bucket, Key=key, Body=sealed)
         return sealed
 
-    for table in described["tables"]:
+    for table in described["tables"]:  # format 4's chunks back into one object per table
+        chunks = [store.blob_key("t-1", c["blob"]) for c in table.pop("chunks")]
+        parts = [pq.read_table(pa.BufferReader(b"".join(
+            ctx.store.decrypt_object(keys, "t-1", c, BLOB_OBJECT)))) for c in chunks]
+        whole = pa.concat_tables(parts) if parts else schema_of(table).empty_table()
+        buffer = io.BytesIO()
+        pq.write_table(whole, buffer, compression="zstd")
+        plaintext = buffer.getvalue()
+        table["object"] = f"tables/{table['name']}.parquet"
         key, name = prefix + table["object"], object_name(snapshot_id, table["object"])
-        sealed = reseal(key, name, b"".join(ctx.store.decrypt_object(keys, "t-1", key, name)))
-        table.update(ciphertext_bytes=len(sealed), ciphertext_sha256=sha(sealed))
+        sealed = reseal(key, name, plaintext)
+        table.pop("uploaded_bytes", None)
+        table.update(plaintext_bytes=len(plaintext), plaintext_sha256=sha(plaintext),
+                     ciphertext_bytes=len(sealed), ciphertext_sha256=sha(sealed))
+        for chunk in chunks:
+            platform.s3.delete_object(Bucket=bucket, Key=chunk)
     blobs: dict[str, dict[str, Any]] = {}
     for doc in described["documents"]:
         if not doc.get("blob"):

@@ -161,11 +161,11 @@ def test_terminal_error_is_not_retried(sqlite_platform: Platform, proxy: S3Proxy
 
 
 @pytest.mark.parametrize(("when", "after_bytes", "failed_reads"), [
-    # reset before any answer: boto3 retries the part upload itself, verification runs once
-    (on("UploadPart", key_suffix="/" + MEMBERS), None, None),
+    # reset before any answer: boto3 retries the (single-PUT) upload itself, verification once
+    (on("PutObject", key_suffix="/" + MEMBERS), None, None),
     # the read-back's body cut short: boto3 has returned already, the Prefect step retries
     (MEMBERS_READ_BACK, 100, 1),
-], ids=["upload-part-reset", "read-back-cut-mid-body"])
+], ids=["upload-put-reset", "read-back-cut-mid-body"])
 def test_dropped_connection_is_retried(sqlite_platform: Platform, proxy: S3Proxy,
                                        when: Predicate, after_bytes: int | None,
                                        failed_reads: int | None) -> None:

@@ -160,7 +160,10 @@ def refuse_document_exists(ctx: RunContext, platform: Platform) -> dict[str, Any
 
 def refuse_tampered(ctx: RunContext, platform: Platform) -> dict[str, Any]:
     (snapshot_id,) = ctx.store.list_snapshots("t-1")
-    key = store.snapshot_prefix("t-1", snapshot_id) + "tables/members.parquet"
+    keys = ctx.store.data_key(wrapper(), "t-1", create=False)
+    (members,) = [t for t in ctx.store.read_manifest(keys, "t-1", snapshot_id)["tables"]
+                  if t["name"] == "members"]
+    key = store.blob_key("t-1", members["chunks"][0]["blob"])  # format 4: a chunk blob
     body = bytearray(platform.s3.get_object(Bucket=platform.backup_bucket, Key=key)["Body"].read())
     body[100] ^= 1
     platform.s3.put_object(Bucket=platform.backup_bucket, Key=key, Body=bytes(body))

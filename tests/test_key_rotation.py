@@ -95,8 +95,10 @@ def restores(platform: Platform, ctx: RunContext, tmp_path: Path, snapshot_id: s
             assert hashlib.sha256(body).hexdigest() == expected, doc["storage_key"]
 
 
-def table_key(snapshot_id: str, table: str = "members") -> str:
-    return store.snapshot_prefix("t-1", snapshot_id) + f"tables/{table}.parquet"
+def table_key(described: dict[str, Any], table: str = "members") -> str:
+    """The object of the table's first chunk (format 4: a blob named by its content)."""
+    (entry,) = [t for t in described["tables"] if t["name"] == table]
+    return store.blob_key("t-1", entry["chunks"][0]["blob"])
 
 
 def blob_name(described: dict[str, Any], storage_key: str) -> str:
@@ -122,9 +124,12 @@ def test_rotation_seals_new_objects_under_the_new_key_and_old_snapshots_restore(
     second = run_backup(ctx)
     assert second.data_key == 2 and second.blobs_uploaded == 1
 
-    assert header_key_id(platform, table_key(first.snapshot_id)) == 1
-    assert header_key_id(platform, table_key(second.snapshot_id)) == 2
     before, after = manifest(ctx, first.snapshot_id), manifest(ctx, second.snapshot_id)
+    prefix = store.snapshot_prefix("t-1", second.snapshot_id)
+    assert header_key_id(platform, prefix + store.MANIFEST) == 2  # new objects: the new key
+    assert header_key_id(platform, table_key(before)) == 1
+    # an unchanged table's chunk is reused like an unchanged document's blob: same name, key 1
+    assert table_key(after) == table_key(before)
     new_blob = store.blob_key("t-1", blob_name(after, "t1/passwd"))
     assert header_key_id(platform, new_blob) == 2
     for unchanged in ("t1/report", "t1/dup-a", "t1/abs"):  # names survive the rotation

@@ -84,3 +84,24 @@ def test_verify_notices_any_change(s3: tuple[Any, str], tamper: str) -> None:
     client.put_object(Bucket=bucket, Key="v.bin", Body=body)
     with pytest.raises(VerificationFailed, match=r"v\.bin"):
         objects.verify(client, bucket, stored)
+
+
+def test_a_small_object_is_one_put_and_a_failed_one_sends_nothing(s3: tuple[Any, str]) -> None:
+    client, bucket = s3
+    calls: list[str] = []
+    client.meta.events.register("before-call.s3.*",
+                                lambda model, **_: calls.append(model.name))
+    written: list[objects.StoredObject] = []
+    with objects.upload(client, bucket, "small.json", written=written) as sink:
+        sink.write(b'{"a": 1}')
+        sink.write(b"\n")
+    assert calls == ["PutObject"]
+    assert client.get_object(Bucket=bucket, Key="small.json")["Body"].read() == b'{"a": 1}\n'
+    objects.verify(client, bucket, written[0])
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="broke"), objects.upload(client, bucket,
+                                                                    "never.json") as sink:
+        sink.write(b"half")
+        raise RuntimeError("exporter broke")
+    assert calls == [] and "never.json" not in keys(client, bucket)

@@ -1,0 +1,218 @@
+"""Tables stored as content-addressed chunks (format 4): an unchanged table uploads nothing, a
+changed row re-uploads only its chunk, and the rows come back value by value."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from flows import backup, prune, restore
+from flows.backup_tables import (
+    CHUNK_ROWS,
+    MAX_CHUNK_BYTES,
+    MAX_CHUNK_ROWS,
+    chunk_rows,
+    parquet_bytes,
+)
+from flows.context import RunContext
+from kernel.errors import VerificationFailed
+from kernel.settings import Settings
+from storage import backup_store as store
+from storage.keys import KeyWrapper, parse_master_key
+from storage.retention import RetentionPolicy
+from tests.conftest import Platform
+from tests.test_backup_scale import counting, run_backup
+
+MEMBERS = 20_000
+
+
+def wrapper() -> KeyWrapper:
+    return parse_master_key(Settings().master_key_value() or "")
+
+
+# -- the chunker, on Arrow alone ---------------------------------------------------------------
+
+
+def rows(n: int, *, start: int = 0, text: str = "row") -> pa.Table:
+    return pa.table({"id": pa.array(range(start, start + n), pa.int64()),
+                     "name": pa.array([f"{text}-{i}" for i in range(start, start + n)])})
+
+
+def digests(table: pa.Table, batch_rows: int, key: tuple[str, ...] = ("id",)) -> list[str]:
+    chunks = chunk_rows(table.to_batches(max_chunksize=batch_rows), table.schema, key)
+    return [hashlib.sha256(parquet_bytes(c)).hexdigest() for c in chunks]
+
+
+def test_chunks_hold_every_row_in_order_and_do_not_depend_on_the_batches() -> None:
+    table = rows(50_000)
+    chunks = list(chunk_rows(table.to_batches(max_chunksize=777), table.schema, ["id"]))
+    assert pa.concat_tables(chunks).equals(table)
+    assert 10 <= len(chunks) <= 200  # about CHUNK_ROWS rows each
+    assert all(c.num_rows <= MAX_CHUNK_ROWS for c in chunks)
+    assert digests(table, 777) == digests(table, 5_000) == digests(table, 50_000)
+
+
+@pytest.mark.parametrize("key", [("id",), ("name",), ("id", "name"), ()],
+                         ids=["integer", "text", "composite", "no-key"])
+def test_a_changed_row_changes_only_its_chunk(key: tuple[str, ...]) -> None:
+    before = rows(30_000)
+    names = before.column("name").to_pylist()
+    names[12_345] = "changed"
+    after = before.set_column(1, "name", pa.array(names))
+    old, new = digests(before, 4_096, key), digests(after, 4_096, key)
+    changed = set(new) - set(old)
+    # the row's own chunk; without a key the row's hash may also move one boundary
+    assert 1 <= len(changed) <= (1 if key in (("id",),) else 2)
+    assert len(new) - len(changed) >= len(old) - 2
+
+
+def test_appended_rows_leave_the_earlier_chunks_alone() -> None:
+    before, after = rows(20_000), rows(20_300)
+    old, new = digests(before, 4_096), digests(after, 4_096)
+    assert new[:len(old) - 1] == old[:-1]  # only the last chunk (and new ones) differ
+
+
+def test_wide_rows_are_cut_by_size() -> None:
+    wide = pa.table({"id": pa.array(range(400), pa.int64()),
+                     "blob": pa.array([b"x" * 100_000] * 400, pa.binary())})
+    chunks = list(chunk_rows(wide.to_batches(max_chunksize=64), wide.schema, ["id"]))
+    assert pa.concat_tables(chunks).equals(wide)
+    assert all(c.nbytes <= MAX_CHUNK_BYTES + 200_000 for c in chunks)
+    assert len(chunks) >= 40_000_000 // MAX_CHUNK_BYTES
+
+
+def test_an_empty_table_has_no_chunk() -> None:
+    empty = rows(0)
+    assert list(chunk_rows(empty.to_batches(), empty.schema, ["id"])) == []
+    assert CHUNK_ROWS & (CHUNK_ROWS - 1) == 0
+
+
+# -- backups of the platform -----------------------------------------------------------------
+
+
+@pytest.fixture
+def ctx(sqlite_platform: Platform) -> Iterator[RunContext]:
+    context = RunContext.open(Settings())
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def add_members(platform: Platform, count: int) -> None:
+    db = platform.source_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO members (id, tenant_id, name, note, score, big, avatar) "
+            "VALUES (?, 't-1', ?, ?, ?, ?, ?)",
+            [(100_000 + i, f"member {i}", "n" * (i % 50), i / 7, i * 1_000_003,
+              bytes([i % 256]) * (i % 5)) for i in range(count)])
+
+
+def members_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    (members,) = [t for t in manifest["tables"] if t["name"] == "members"]
+    return members
+
+
+def read_manifest(ctx: RunContext, snapshot_id: str) -> dict[str, Any]:
+    keys = ctx.store.data_key(wrapper(), "t-1", create=False)
+    return ctx.store.read_manifest(keys, "t-1", snapshot_id)
+
+
+def blob_puts(proxy: Any, platform: Platform) -> int:
+    return sum(1 for s in proxy.requests(lambda r: r.bucket == platform.backup_bucket)
+               if s.request.operation == "PutObject" and "/blobs/" in s.request.path)
+
+
+def test_an_unchanged_table_uploads_nothing_and_a_changed_row_one_chunk(
+        sqlite_platform: Platform, ctx: RunContext, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> None:
+    platform = sqlite_platform
+    add_members(platform, MEMBERS)
+    first = backup.backup_tenant(ctx, wrapper(), "t-1")
+    described = members_of(read_manifest(ctx, first.snapshot_id))
+    assert described["rows"] == first.tables["members"] >= MEMBERS
+    assert len(described["chunks"]) >= 5 and described["uploaded_bytes"] > 0
+
+    with counting(moto_endpoint, monkeypatch) as proxy:
+        unchanged = run_backup()  # a context of its own: its client goes through the proxy
+        puts, by_operation = blob_puts(proxy, platform), proxy.counts()
+    again = read_manifest(ctx, unchanged.snapshot_id)
+    assert members_of(again)["chunks"] == described["chunks"]
+    assert all(t["uploaded_bytes"] == 0 for t in again["tables"]), again["tables"]
+    assert puts == 0 and unchanged.blobs_uploaded == 0
+    # the index is unchanged too (a blob named by its content): only the manifest is written,
+    # with one PUT; reads: the key record, the previous manifest and index, the read-back
+    assert again["documents"]["blob"] == read_manifest(ctx, first.snapshot_id)["documents"][
+        "blob"]
+    # with the snapshot listing, and a HEAD per document key (this catalog has no per-tenant
+    # prefix to list: tests/test_backup_scale.py counts the listing case)
+    assert by_operation == {"PutObject": 1, "GetObject": 4, "ListObjectsV2": 1,
+                            "HeadObject": 9}, by_operation
+
+    db = platform.source_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE members SET note = 'changed tonight' WHERE id = ?",
+                     (100_000 + MEMBERS // 2,))
+    with counting(moto_endpoint, monkeypatch) as proxy:
+        changed = run_backup()
+        puts = blob_puts(proxy, platform)
+    now = members_of(read_manifest(ctx, changed.snapshot_id))
+    new = [c for c in now["chunks"] if c not in described["chunks"]]
+    assert puts == len(new) == 1, new
+    assert now["uploaded_bytes"] == new[0]["ciphertext_bytes"]
+    assert now["uploaded_bytes"] < described["uploaded_bytes"] / 4
+
+    restored = tmp_path / f"restored-{uuid.uuid4().hex[:6]}.sqlite"
+    result = restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{restored}",
+                                      snapshot_id=changed.snapshot_id)
+    assert result["rows"]["members"] == now["rows"]
+    columns = "id, tenant_id, name, note, score, big, avatar"
+    query = f"SELECT {columns} FROM members WHERE tenant_id = 't-1' ORDER BY id"
+    with sqlite3.connect(db) as source, sqlite3.connect(restored) as target:
+        assert target.execute(query).fetchall() == source.execute(query).fetchall()
+
+    # prune keeps every chunk a surviving snapshot names, and deletes the replaced one
+    later = datetime.now(UTC) + timedelta(days=2)  # blobs younger than a day are never pruned
+    pruned = prune.prune_tenant(ctx, wrapper(), "t-1", RetentionPolicy(daily=1, weekly=0,
+                                                                          monthly=0),
+                                dry_run=False, now=later)
+    assert pruned["keep"] == [changed.snapshot_id], pruned
+    replaced = {c["blob"] for c in described["chunks"]} - {c["blob"] for c in now["chunks"]}
+    assert replaced and replaced <= set(pruned["blobs_deleted"])
+    assert not {c["blob"] for c in now["chunks"]} & set(pruned["blobs_deleted"])
+    assert restore.verify_snapshot(ctx, wrapper(), "t-1", changed.snapshot_id)["ok"]
+
+
+def test_a_chunk_swapped_after_verification_is_refused_before_its_rows_load(
+        sqlite_platform: Platform, ctx: RunContext, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = sqlite_platform
+    add_members(platform, 5_000)
+    snapshot_id = backup.backup_tenant(ctx, wrapper(), "t-1").snapshot_id
+    chunks = members_of(read_manifest(ctx, snapshot_id))["chunks"]
+    assert len(chunks) >= 2
+    real_verify = restore.verify_snapshot
+
+    def verify_then_swap(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        report = real_verify(*args, **kwargs)
+        source = store.blob_key("t-1", chunks[0]["blob"])
+        platform.s3.copy_object(Bucket=platform.backup_bucket, CopySource={
+            "Bucket": platform.backup_bucket, "Key": source},
+            Key=store.blob_key("t-1", chunks[1]["blob"]))
+        return report
+
+    monkeypatch.setattr(restore, "verify_snapshot", verify_then_swap)
+    target = tmp_path / "swapped.sqlite"
+    with pytest.raises(VerificationFailed, match=chunks[1]["blob"]):
+        restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{target}",
+                                 snapshot_id=snapshot_id)
+    assert not target.exists()
