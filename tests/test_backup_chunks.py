@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -216,3 +218,34 @@ def test_a_chunk_swapped_after_verification_is_refused_before_its_rows_load(
         restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{target}",
                                  snapshot_id=snapshot_id)
     assert not target.exists()
+
+
+def test_verification_reads_objects_concurrently_within_the_bound(
+        sqlite_platform: Platform, ctx: RunContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows import verify
+
+    snapshot_id = backup.backup_tenant(ctx, wrapper(), "t-1").snapshot_id
+    active, peak, lock = 0, 0, threading.Lock()
+    real = verify._check_plain
+
+    def slow_check(*args: Any) -> None:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        try:
+            time.sleep(0.2)  # a distant S3: the next reads must not wait for this one
+            real(*args)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(verify, "_check_plain", slow_check)
+    monkeypatch.setenv("TENANT_EXPORT_FETCH_CONCURRENCY", "4")
+    bounded = RunContext.open(Settings())
+    try:
+        report = verify.verify_snapshot(bounded, wrapper(), "t-1", snapshot_id)
+    finally:
+        bounded.close()
+    assert report["ok"] and report["objects"] >= 8
+    assert peak == 4  # concurrent, and never more than the setting
