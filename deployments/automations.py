@@ -7,7 +7,10 @@ server itself, so an alert fires even when no worker runs (that is when a night 
 - the nightly backup is Late (scheduled, and no worker picked it up);
 - a tenant had no verified backup for 26 hours (the flows emit ``tenant.backup.verified``);
 - a flow run stopped sending heartbeats (its machine died): it is marked Crashed, which frees
-  its deployment slot and, for the nightly backup, raises the first alert.
+  its deployment slot and, for the nightly backup, raises the first alert;
+- a flow run of the project's deployments ended Crashed: the ``crash-rerun`` deployment runs it
+  again with the same parameters (``flows.crash_rerun``: never a cancelled run, at most
+  ``TENANT_EXPORT_CRASH_RERUNS`` times per original run, default 1).
 
 The notification target is configurable: ``TENANT_EXPORT_ALERT_WEBHOOK_URL`` (a JSON POST with
 ``text``, ``subject`` and ``body``: Slack-compatible, or any HTTP receiver), or
@@ -23,6 +26,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 from uuid import UUID
 
+from deployments.definitions import DEPLOYMENTS
 from kernel.errors import BadInput
 
 if TYPE_CHECKING:
@@ -36,6 +40,18 @@ VERIFIED_WITHIN = timedelta(hours=26)
 """A nightly backup plus two hours of slack: one late night alerts, a DST switch does not."""
 HEARTBEAT_TIMEOUT = timedelta(seconds=90)
 FAILURE_STATES = ("Failed", "Crashed", "TimedOut")
+RERUN_DEPLOYMENT = "crash-rerun"
+
+
+@dataclass(frozen=True)
+class CrashReruns:
+    """What the automation *re-run crashed flow runs* needs: the ``crash-rerun`` deployment,
+    the deployments whose crashed runs it re-runs, and how often per original run."""
+
+    rerun_deployment_id: UUID
+    watched: tuple[UUID, ...]
+    most: int = 1
+    """Re-runs per original run; 0 leaves the automation disabled."""
 
 
 @dataclass(frozen=True)
@@ -92,13 +108,16 @@ def notification_block(target: AlertTarget) -> UUID | None:
     return None
 
 
-def declared(nightly_deployment_id: UUID, block_id: UUID | None) -> list[AutomationCore]:
-    """Every automation of the project, for the nightly backup deployment given."""
+def declared(nightly_deployment_id: UUID, block_id: UUID | None,
+             reruns: CrashReruns | None = None) -> list[AutomationCore]:
+    """Every automation of the project, for the nightly backup deployment given (and the
+    crash re-runs, when ``reruns`` says where they run)."""
     from prefect.client.schemas.objects import StateType  # noqa: PLC0415
     from prefect.events.actions import (  # noqa: PLC0415
         ActionTypesOrUnknown,
         ChangeFlowRunState,
         DoNothing,
+        RunDeployment,
         SendNotification,
     )
     from prefect.events.schemas.automations import (  # noqa: PLC0415
@@ -117,7 +136,12 @@ def declared(nightly_deployment_id: UUID, block_id: UUID | None) -> list[Automat
         "prefect.resource.id": f"prefect.deployment.{nightly_deployment_id}"}
     run_line = ("Run {{ flow_run.name }} ({{ flow_run|ui_url }}), scheduled for "
                 "{{ flow_run.expected_start_time }}")
-    return [
+    rerun_line = ("" if reruns is None or reruns.most == 0 else
+                  "{% if flow_run.state.name == 'Crashed' %} It is run again automatically "
+                  "with the same parameters (deployment crash-rerun, at most "
+                  f"{reruns.most} time(s); the new run is tagged "
+                  "rerun-of:{{ flow_run.id }}) unless an operator cancelled it.{% endif %}")
+    automations = [
         AutomationCore(
             name=PREFIX + "nightly backup failed",
             description="A nightly-backup run ended Failed, Crashed or TimedOut: some tenant "
@@ -127,7 +151,8 @@ def declared(nightly_deployment_id: UUID, block_id: UUID | None) -> list[Automat
                 match=runs, match_related=nightly, posture=Posture.Reactive, threshold=1),
             actions=notify(
                 "tenant-export: nightly backup {{ flow_run.state.name }}",
-                run_line + " ended {{ flow_run.state.name }}: {{ flow_run.state.message }}"),
+                run_line + " ended {{ flow_run.state.name }}: {{ flow_run.state.message }}"
+                + rerun_line),
         ),
         AutomationCore(
             name=PREFIX + "nightly backup late",
@@ -170,6 +195,31 @@ def declared(nightly_deployment_id: UUID, block_id: UUID | None) -> list[Automat
                 "message": "no heartbeat for 90 s: the worker or its machine stopped"})],
         ),
     ]
+    if reruns is not None:
+        automations.append(AutomationCore(
+            name=PREFIX + "re-run crashed flow runs",
+            description="A run of the project's deployments ended Crashed (its worker or "
+            "machine died, or a worker was stopped under it): the crash-rerun deployment runs "
+            "it again with the same parameters, tagged rerun-of:<crashed run id> and "
+            f"rerun:<n>; at most {reruns.most} time(s) per original run "
+            "(TENANT_EXPORT_CRASH_RERUNS), never a run an operator cancelled. Its log says "
+            "which run it started, or why none.",
+            enabled=reruns.most > 0,
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Crashed"}, match=runs,
+                match_related={"prefect.resource.id": [
+                    f"prefect.deployment.{watched}" for watched in reruns.watched]},
+                posture=Posture.Reactive, threshold=1),
+            actions=[RunDeployment(
+                source="selected", deployment_id=reruns.rerun_deployment_id,
+                # a jinja placeholder (renders to text): a plain "{{ ... }}" string is taken
+                # as a v1 template and passed through ``tojson``, which a UUID fails
+                parameters={"crashed_run": {"__prefect_kind": "jinja",
+                                            "template": "{{ flow_run.id }}"},
+                            "max_reruns": reruns.most},
+                job_variables=None)],
+        ))
+    return automations
 
 
 def upsert(automations: Sequence[AutomationCore]) -> dict[str, UUID]:
@@ -191,6 +241,23 @@ def upsert(automations: Sequence[AutomationCore]) -> dict[str, UUID]:
     return ids
 
 
-def install(nightly_deployment_id: UUID, target: AlertTarget) -> dict[str, UUID]:
-    """The notification block and every automation, idempotently; ids by name."""
-    return upsert(declared(nightly_deployment_id, notification_block(target)))
+def crash_reruns(deployments: Mapping[str, UUID], most: int) -> CrashReruns:
+    """The crash re-runs for the deployments deployed (ids by name): every deployment declared
+    with ``rerun_on_crash``."""
+    watched = tuple(deployments[d.name] for d in DEPLOYMENTS
+                    if d.rerun_on_crash and d.name in deployments)
+    return CrashReruns(deployments[RERUN_DEPLOYMENT], watched, most)
+
+
+def install(deployments: Mapping[str, UUID], target: AlertTarget,
+            reruns: int = 1) -> dict[str, UUID]:
+    """The notification block and every automation, idempotently; ids by name.
+
+    Args:
+        deployments: the project's deployment ids by name (``nightly-backup`` and
+            ``crash-rerun`` among them).
+        target: where alerts go.
+        reruns: how often a crashed run is re-run per original run (0: never).
+    """
+    return upsert(declared(deployments["nightly-backup"], notification_block(target),
+                           crash_reruns(deployments, reruns)))

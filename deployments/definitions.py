@@ -49,6 +49,9 @@ class DeploymentSpec:
     cron: str | None = None
     concurrency: Concurrency | None = None
     tags: tuple[str, ...] = ()
+    rerun_on_crash: bool = True
+    """Whether a crashed run is run again automatically (``flows.crash_rerun``): only where
+    a second run with the same parameters finishes the work instead of doing it twice."""
 
     @property
     def module(self) -> str:
@@ -80,7 +83,7 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "assisted-migration", "flows.migration_flow:assisted_migration",
         "Assisted migration case (terms 14.2): waits for the operator's input (time, "
         "bookings, automated steps) until closed, then produces the statement.",
-        tags=("migration",),
+        tags=("migration",), rerun_on_crash=False,  # a re-run would open a second case
     ),
     DeploymentSpec(
         "nightly-backup", "flows.backup_flow:nightly_backup",
@@ -95,6 +98,7 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "(nightly-backup with shards > 1 starts these and waits for them). Not scheduled and "
         "without the one-at-a-time limit, which the waiting night holds; each tenant is "
         "backed up under its own lock.", tags=("backup",),
+        rerun_on_crash=False,  # the waiting night re-submits a crashed shard itself
     ),
     DeploymentSpec(
         "prune-backups", "flows.backup_flow:prune_backups",
@@ -112,7 +116,7 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "bucket), or, with \"Into the platform's schema (rows only)\", into a schema the "
         "platform's migrations created; the target names a database without carrying its "
         "password.",
-        tags=("backup",),
+        tags=("backup",), rerun_on_crash=False,  # its target is no longer empty
     ),
     DeploymentSpec(
         "restore-in-place", "flows.restore_flow:restore_in_place",
@@ -143,6 +147,14 @@ DEPLOYMENTS: tuple[DeploymentSpec, ...] = (
         "Purge one tenant (refused under legal hold): every export, backup and data key "
         "version, then a signed deletion certificate. Normally run by the sweeper.",
         tags=("offboarding",),
+    ),
+    DeploymentSpec(
+        "crash-rerun", "flows.crash_rerun:rerun_crashed",
+        "Runs a crashed flow run again with the same parameters (started by the automation "
+        "'re-run crashed flow runs'): never a run an operator cancelled, at most "
+        "TENANT_EXPORT_CRASH_RERUNS times (default 1) per original run; the new run is "
+        "tagged rerun-of:<crashed run id>.", tags=("maintenance",),
+        rerun_on_crash=False,  # never re-run the re-runner
     ),
 )
 

@@ -35,15 +35,19 @@ def deploy(pool: str = WORK_POOL, image: str | None = None,
     """Pool (a process pool when missing and no image), deployments, automations; idempotent.
 
     Raises:
-        BadInput: an image was given for a pool that does not exist (its type is unknown).
+        BadInput: an image was given for a pool that does not exist (its type is unknown), or
+            ``TENANT_EXPORT_CRASH_RERUNS`` is not 0 to 5.
     """
+    from flows.crash_rerun import reruns_from  # noqa: PLC0415 - imports Prefect
+
+    reruns = reruns_from(os.environ)
     if image and not pool_exists(pool):
         raise BadInput(f"work pool {pool!r} does not exist: create it with its type first "
                        f"(`prefect work-pool create {pool} --type kubernetes`, or docker)")
     if not image:
         ensure_process_pool(pool)
     ids = deploy_all(pool, DEPLOYMENTS, {"image": image} if image else None)
-    alerts = automations.install(ids["nightly-backup"], target or automations.AlertTarget())
+    alerts = automations.install(ids, target or automations.AlertTarget(), reruns)
     return Provisioned(ids, alerts)
 
 

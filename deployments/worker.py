@@ -6,7 +6,9 @@ that refuses fails now, in front of the operator. Then it runs Prefect's own pro
 a child and, beside it, the metrics endpoint and the backup-age gauge (``deployments.monitor``).
 
 Stopping (SIGINT, SIGTERM): the flow runs in progress are sent SIGTERM first, so each ends as
-Crashed and releases its tenant lock on the way out, then the Prefect worker is stopped.
+Crashed and releases its tenant lock on the way out, then the Prefect worker is stopped; the
+automation *re-run crashed flow runs* then runs each again on a worker that is left (or the
+next one to start).
 Stopped the other way round, Prefect's worker drops its runs and they stay Running, holding
 their locks until the leases expire.
 """

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict
 from typing import Annotated, Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.futures import as_completed as prefect_as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from flows import backup, prune
+from flows import backup, crash_rerun, prune
 from flows.context import RunContext, S3Context, current_settings
 from flows.forms import TenantIds, form_field
 from flows.keyring import master_key
@@ -133,21 +135,12 @@ def nightly_backup(
     todo, skipped = _tenants_tonight(settings, tenants)
     for tenant_id, why in skipped.items():
         logger.info("skipping tenant %s: %s", tenant_id, why)
-    if sharded and len(todo) > 1 and _deployed(NIGHTLY_SHARD_DEPLOYMENT):
-        results = _run_shards(todo, shards)
-    else:
-        with Progress(total_steps=len(todo), title=f"Nightly backup of {len(todo)} "
-                      "tenant(s)") as progress:
-            futures = {t: backup_one.submit(t, settings, actor) for t in todo}
-            results = []
-            for tenant_id, future in futures.items():  # counted as each one ends
-                future.wait()
-                row = _outcome(tenant_id, future.state, logger)
-                results.append(row)
-                progress.advance(documents=int(row.get("documents") or 0),
-                                 nbytes=int(row.get("bytes_uploaded") or 0))
-                progress.doing(f"{len(results)} of {len(todo)} tenants backed up "
-                               f"(last: {tenant_id}, {row['status']})")
+    with Progress(total_steps=len(todo), title=f"Nightly backup of {len(todo)} "
+                  "tenant(s)") as progress:
+        if sharded and len(todo) > 1 and _deployed(NIGHTLY_SHARD_DEPLOYMENT):
+            results = _run_shards(todo, shards, progress)
+        else:
+            results = _run_here(todo, settings, actor, progress, logger)
     results += [{"tenant": t, "status": "skipped", "reason": why} for t, why in skipped.items()]
     create_table_artifact(key="nightly-backup", table=results,
                           description="Nightly backup: one row per tenant.")
@@ -156,6 +149,29 @@ def nightly_backup(
         raise ExportError(f"backup failed for {len(failed)} of {len(results)} tenants: "
                           f"{'; '.join(failed)}")
     return results
+
+
+def _run_here(todo: list[str], settings: Settings, actor: str, progress: Progress,
+              logger: Any) -> list[dict[str, Any]]:
+    """Back up ``todo`` in this run, at most ``NIGHTLY_PARALLELISM`` at a time; rows in the
+    order of ``todo``, progress counted as each tenant ends (whichever ends first)."""
+    futures = {backup_one.submit(t, settings, actor): t for t in todo}
+    rows: dict[str, dict[str, Any]] = {}
+    for future in prefect_as_completed(list(futures)):
+        tenant_id = futures[future]
+        future.wait()  # done: this records its final state (else read back from the API)
+        row = rows[tenant_id] = _outcome(tenant_id, future.state, logger)
+        _count(progress, [row], len(rows), len(todo), f"last: {tenant_id}, {row['status']}")
+    return [rows[t] for t in todo]
+
+
+def _count(progress: Progress, rows: list[dict[str, Any]], done: int, total: int,
+           last: str) -> None:
+    """Progress once ``rows`` ended, ``done`` of ``total`` tenants so far (``Progress``
+    throttles what it publishes: 1,000 tenants are not 1,000 artifact updates)."""
+    progress.doing(f"{done} of {total} tenants backed up ({last})")
+    progress.advance(len(rows), documents=sum(int(r.get("documents") or 0) for r in rows),
+                     nbytes=sum(int(r.get("bytes_uploaded") or 0) for r in rows))
 
 
 def _outcome(tenant_id: str, state: Any, logger: Any) -> dict[str, Any]:
@@ -185,29 +201,70 @@ def _deployed(name: str) -> bool:
     return True
 
 
-def _run_shards(tenants: list[str], shards: int) -> list[dict[str, Any]]:
+def _run_shards(tenants: list[str], shards: int,
+                progress: Progress | None = None) -> list[dict[str, Any]]:
     """Run the deployment once per shard of tenants (on whichever workers are free) and wait;
-    a shard that fails reports each of its tenants from its own summary or as failed."""
-    from prefect.deployments import run_deployment  # noqa: PLC0415
-
+    a shard that fails reports each of its tenants from its own summary or as failed, a shard
+    that crashed is run again (``flows.crash_rerun``: bounded, never a cancelled one). Rows in
+    the order of ``tenants``; progress counted as each shard ends."""
     count = min(shards, len(tenants))
     parts = [tenants[i::count] for i in range(count)]
+    logger = get_run_logger()
+    rows: list[dict[str, Any]] = []
+    ended = 0
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = {pool.submit(_one_shard, part, logger): part for part in parts}
+        for future in as_completed(futures):  # in the order they end
+            part = futures[future]
+            try:
+                got = future.result()
+            except Exception as err:  # noqa: BLE001 - one shard never drops the others' rows
+                got = _shard_failed(part, err)
+            rows += got
+            ended += len(part)
+            if progress is not None:
+                _count(progress, [r for r in got if r.get("tenant") in part], ended,
+                       len(tenants), f"last: a shard of {len(part)}")
+    order = {tenant: i for i, tenant in enumerate(tenants)}
+    return sorted(rows, key=lambda row: order.get(str(row.get("tenant")), len(order)))
 
-    def one(part: list[str]) -> list[dict[str, Any]]:
-        run: Any = run_deployment(NIGHTLY_SHARD_DEPLOYMENT,
-                                  parameters={"tenants": part, "shards": 1},
-                                  timeout=None, as_subflow=True)  # sync in a sync flow
+
+def _shard_failed(part: list[str], error: object) -> list[dict[str, Any]]:
+    """Each tenant of a shard as failed, with the shard's one-line reason."""
+    return [{"tenant": t, "status": "failed", "error": f"shard run failed: {error_line(error)}"}
+            for t in part]
+
+
+def _one_shard(part: list[str], logger: Any) -> list[dict[str, Any]]:
+    """One shard's rows: its run (and its re-runs after crashes), read from its summary."""
+    from prefect.client.orchestration import get_client  # noqa: PLC0415
+    from prefect.deployments import run_deployment  # noqa: PLC0415
+
+    options: dict[str, Any] = {}
+    while True:
+        try:
+            run: Any = run_deployment(NIGHTLY_SHARD_DEPLOYMENT,
+                                      parameters={"tenants": part, "shards": 1},
+                                      timeout=None, as_subflow=True, **options)  # sync here
+        except Exception as err:  # noqa: BLE001 - reported as this shard's failure
+            logger.error("shard %s could not run: %s", ", ".join(part), error_line(err))
+            return _shard_failed(part, err)
         rows = _shard_summary(run.id)  # results are not persisted: the summary artifact is
         if rows is not None:
             return rows
         state = run.state
+        if state is not None and state.is_crashed():
+            with get_client(sync_client=True) as client:
+                decision = crash_rerun.rerun_of(
+                    client, run.id, crash_rerun.reruns_from(os.environ))
+            if not isinstance(decision, str):
+                logger.warning("shard run %s crashed; %s", run.name, decision.message)
+                options = {"tags": decision.tags, "idempotency_key": decision.idempotency_key}
+                continue
+            logger.error("shard run %s crashed: %s", run.name, decision)
         reason = error_line(state.message if state is not None and state.message else
                             "the shard's run did not complete")
-        return [{"tenant": t, "status": "failed", "error": f"shard run failed: {reason}"}
-                for t in part]
-
-    with ThreadPoolExecutor(max_workers=count) as pool:
-        return [row for rows in pool.map(one, parts) for row in rows]
+        return _shard_failed(part, reason)
 
 
 def _shard_summary(run_id: Any) -> list[dict[str, Any]] | None:
@@ -219,11 +276,13 @@ def _shard_summary(run_id: Any) -> list[dict[str, Any]] | None:
         ArtifactFilterFlowRunId,
         ArtifactFilterKey,
     )
+    from prefect.client.schemas.sorting import ArtifactSort  # noqa: PLC0415
 
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True) as client:  # the newest, should a run have made two
         found = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
-            key=ArtifactFilterKey(any_=["nightly-backup"])))
+            key=ArtifactFilterKey(any_=["nightly-backup"])),
+            sort=ArtifactSort.CREATED_DESC, limit=1)
     if not found:
         return None
     data = found[0].data

@@ -102,6 +102,7 @@ class Progress:
         self._started = self._last_sent = clock()
         self._context: contextvars.Context | None = None
         self._ids: tuple[UUID, UUID] | None = None
+        self._later: threading.Timer | None = None
 
     def __enter__(self) -> Progress:
         self._started = self._clock()
@@ -115,6 +116,9 @@ class Progress:
         with self._lock:
             self._state = "done" if exc is None else "stopped"
             self._stopped_by = "" if exc is None else type(exc).__name__
+            later, self._later = self._later, None
+        if later is not None:
+            later.cancel()
         self._send(wait=True)  # the last word, whatever another thread is sending
 
     @property
@@ -129,9 +133,27 @@ class Progress:
             self.total += max(0, steps)
 
     def doing(self, what: str) -> None:
-        """What the run does now ("verifying every object"), shown until the next call."""
+        """What the run does now ("verifying every object"), shown until the next call.
+
+        Throttled like :meth:`advance`: within ``every_seconds`` of the last update the text
+        is published when they have passed (once, with whatever the run does by then), so a
+        call per tenant of 1,000 is not 1,000 updates, and a stage that starts just after an
+        update is still shown while it lasts."""
         with self._lock:
             self._now = what
+            wait = self.every - (self._clock() - self._last_sent)
+            if wait > 0:
+                if self._later is None and self._context is not None and \
+                        self._state == "running":
+                    self._later = threading.Timer(wait, self._send_later)
+                    self._later.daemon = True
+                    self._later.start()
+                return
+        self._send()
+
+    def _send_later(self) -> None:
+        with self._lock:
+            self._later = None
         self._send()
 
     def advance(self, steps: int = 1, *, tables: int = 0, documents: int = 0,

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows import restore
+from flows import restore, verify
 from flows.context import RunContext, S3Context, current_settings
 from flows.forms import (
     OptionalBucket,
@@ -46,7 +46,7 @@ def verify_backup(
     validate_tenant_id(tenant_id)
     settings = current_settings()
     with _reported("verify", tenant_id) as card:
-        result = _warned(restore.verify_snapshot(S3Context.open(settings),
+        result = _warned(verify.verify_snapshot(S3Context.open(settings),
                                                  master_key(settings), tenant_id, snapshot_id))
         card.update(result)
     with open_metrics(settings) as metrics:  # an old snapshot never resets the newest's age

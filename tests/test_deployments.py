@@ -31,7 +31,8 @@ from kernel.settings import Settings
 EXPECTED = {"offboarding-export", "export-links", "assisted-migration", "nightly-backup",
             "nightly-backup-shard",
             "prune-backups", "verify-backup", "restore-backup", "offboarding",
-            "offboarding-sweeper", "export-retention", "purge-tenant", "restore-in-place"}
+            "offboarding-sweeper", "export-retention", "purge-tenant", "restore-in-place",
+            "crash-rerun"}
 SCHEDULED = {"nightly-backup": NIGHTLY_BACKUP_CRON, "prune-backups": PRUNE_CRON,
              "export-retention": EXPORT_RETENTION_CRON,
              "offboarding-sweeper": OFFBOARDING_SWEEP_CRON}
@@ -109,6 +110,43 @@ def test_alert_automations_watch_the_nightly_backup() -> None:
     # without a target the automations still exist (the UI's event feed shows them firing)
     quiet = automations.declared(nightly, None)
     assert [a.actions[0].type for a in quiet][:3] == ["do-nothing"] * 3
+
+
+def test_crashed_runs_of_the_deployments_are_rerun_by_the_crash_rerun_deployment() -> None:
+    ids = {d.name: uuid4() for d in DEPLOYMENTS}
+    reruns = automations.crash_reruns(ids, 2)
+    declared = {a.name.removeprefix(automations.PREFIX): a
+                for a in automations.declared(ids["nightly-backup"], uuid4(), reruns)}
+    rerun = declared["re-run crashed flow runs"]
+    assert rerun.enabled
+    assert rerun.trigger.expect == {"prefect.flow-run.Crashed"}  # never Cancelled or Failed
+    assert rerun.trigger.posture == "Reactive" and rerun.trigger.threshold == 1
+    watched = set(rerun.trigger.match_related.model_dump()["prefect.resource.id"])
+    # not the re-runner itself, not a shard (its night re-submits it), not the runs whose
+    # re-run would do the work twice (a second migration case, a restore into a used target)
+    left_out = {"crash-rerun", "nightly-backup-shard", "assisted-migration", "restore-backup"}
+    assert watched == {f"prefect.deployment.{ids[name]}" for name in set(ids) - left_out}
+    (action,) = rerun.actions
+    assert action.type == "run-deployment" and action.source == "selected"
+    assert action.deployment_id == ids["crash-rerun"]
+    assert action.parameters == {
+        "crashed_run": {"__prefect_kind": "jinja", "template": "{{ flow_run.id }}"},
+        "max_reruns": 2}
+    # what the server renders from a crashed run: its id as text, the limit as given
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    run_id = uuid4()
+    rendered = hydrate(action.parameters, HydrationContext(
+        render_jinja=True, raise_on_error=True, jinja_context={"flow_run": {"id": run_id}}))
+    assert rendered == {"crashed_run": str(run_id), "max_reruns": 2}
+    # the nightly alert says a crashed night is run again
+    body = declared["nightly backup failed"].actions[0].body
+    assert "{% if flow_run.state.name == 'Crashed' %}" in body and "rerun-of:" in body
+    # 0 re-runs: the automation stays, disabled (a re-deploy updates it in place)
+    (off,) = [a for a in automations.declared(ids["nightly-backup"], None,
+                                              automations.crash_reruns(ids, 0))
+              if a.name.endswith("re-run crashed flow runs")]
+    assert not off.enabled
 
 
 @pytest.mark.parametrize(("environ", "message"), [

@@ -7,8 +7,9 @@ real workers (``python -m deployments.worker``): what ``make serve`` / ``make wo
   stopping the worker leaves the schedule and the next night in place;
 - two workers: different tenants run in parallel, one on each worker; two runs of one tenant
   never overlap (the second waits for the lock, then runs);
-- a worker's machine dies mid-run: the run is marked Crashed (heartbeats) and the tenant's
-  next run gets the lock.
+- a worker's machine dies mid-run: the run is marked Crashed (heartbeats), the tenant's
+  next run gets the lock, and the crashed run is re-run on the other worker with the same
+  parameters (once: a re-run that crashes again, or a cancelled run, is not re-run).
 
 Waits poll the API with generous timeouts; nothing asserts on elapsed time.
 """
@@ -284,9 +285,42 @@ def _worker_of(api: Api, run_id: UUID, workers: tuple[Worker, ...]) -> str:
     return wait_for(find, 120, f"the worker of run {run_id}")
 
 
-def test_a_dead_workers_run_is_crashed_and_its_lock_freed(
+def _reruns_of(api: Api, run_id: UUID) -> list[Any]:
+    from prefect.client.schemas.filters import FlowRunFilterTags
+
+    return list(api.client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[f"rerun-of:{run_id}"]))))
+
+
+def _rerun_decision(api: Api, provisioned: Provisioned, crashed: UUID, says: str) -> str:
+    """The line of the ``crash-rerun`` run started for ``crashed`` that ``says`` something
+    (its logs reach the server shortly after it ended)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    def finished() -> Any:
+        runs = [r for r in api.client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[
+                provisioned.deployments["crash-rerun"]])))
+            if r.parameters.get("crashed_run") == str(crashed)]
+        return runs[0] if len(runs) == 1 and api.finished(runs[0].id) else None
+
+    helper = wait_for(finished, 600, f"the crash-rerun run for {crashed} to finish")
+    assert helper.state.is_completed(), helper.state
+
+    def line() -> str | None:
+        logs = api.client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[helper.id])))
+        return next((log.message for log in logs if says in log.message), None)
+
+    return wait_for(line, 120, f"the crash-rerun run's log to say {says!r}")
+
+
+def test_a_dead_workers_run_is_crashed_rerun_elsewhere_and_its_lock_freed(
         server: LocalServer, provisioned: Provisioned, api: Api,
         sqlite_platform: Platform, tmp_path: Path) -> None:
+    """Issue 13: a crashed worker's runs are marked and retried without manual cleanup of
+    locks; a re-run that crashes again, and a run an operator cancelled, are not re-run."""
+    from prefect.states import Cancelling, Crashed, Scheduled
+
     with GatedProxy(sqlite_platform.endpoint, _t1_document) as proxy:
         env = worker_env(server.api_url, tmp_path / "prefect-home",
                          AWS_ENDPOINT_URL_S3=proxy.url, TENANT_EXPORT_LOCK_WAIT_SECONDS="900")
@@ -309,14 +343,47 @@ def test_a_dead_workers_run_is_crashed_and_its_lock_freed(
             _completed(api, nxt, 900, survivor)
             ended = api.client.read_flow_run(nxt).end_time
             crashed_at = api.client.read_flow_run(doomed).state.timestamp
+            # the crashed run is run again, by itself, with the same parameters, on the
+            # worker that is left; nobody touched the lock
+            (rerun,) = wait_for(lambda: _reruns_of(api, doomed), 600, "the re-run to appear")
+            assert rerun.parameters == api.client.read_flow_run(doomed).parameters
+            assert rerun.deployment_id == provisioned.deployments["offboarding-export"]
+            assert {"rerun", f"rerun-of:{doomed}", "rerun:1"} <= set(rerun.tags)
+            first_state = api.client.read_flow_run_states(rerun.id)[0]
+            assert str(doomed) in (first_state.message or "")  # the UI says what it re-runs
+            _completed(api, rerun.id, 900, survivor)
+            assert _worker_of(api, rerun.id, workers) == survivor.name
+            rerun_ended = api.client.read_flow_run(rerun.id).end_time
+            assert rerun_ended is not None
+            _rerun_decision(api, provisioned, doomed, "started as flow run")
             print(f"\nafter the machine died: the tenant's next run ended in "
                   f"{(ended - killed_at).total_seconds():.0f} s, the dead run was marked "
                   f"Crashed in {(crashed_at - killed_at).total_seconds():.0f} s "
-                  f"({crashed.message})")
-        (published,) = _export_ids(sqlite_platform, "t-1")  # the dead run published nothing
-        # and what it had staged was removed by the next run, under the lock
+                  f"({crashed.message}), its re-run ended "
+                  f"{(rerun_ended - killed_at).total_seconds():.0f} s after the kill")
+
+            # bounded: the re-run crashing again is not re-run (TENANT_EXPORT_CRASH_RERUNS
+            # defaults to 1), nor a run an operator cancelled that ended Crashed
+            export = provisioned.deployments["offboarding-export"]
+            later: Any = Scheduled(scheduled_time=datetime.now(UTC) + timedelta(days=300))
+            again = api.client.create_flow_run_from_deployment(
+                export, parameters=_export("t-2"), state=later,
+                tags=["rerun", f"rerun-of:{doomed}", "rerun:1"])
+            cancelled = api.client.create_flow_run_from_deployment(
+                export, parameters=_export("t-2"), state=later)
+            api.client.set_flow_run_state(cancelled.id, Cancelling(), force=True)
+            for run in (again, cancelled):
+                api.client.set_flow_run_state(run.id, Crashed(message="crashed (test)"),
+                                              force=True)
+            _rerun_decision(api, provisioned, again.id, "crashed again after 1 re-run(s)")
+            _rerun_decision(api, provisioned, cancelled.id, "cancelled by an operator")
+            assert not _reruns_of(api, again.id) and not _reruns_of(api, cancelled.id)
+        # the dead run published nothing; the next run and the re-run one package each
+        published = _export_ids(sqlite_platform, "t-1")
+        assert len(published) == 2
+        # and what the dead run had staged was removed by a later run, under the lock
         assert {k.split("/")[2] for k in sqlite_platform.export_keys()
-                if k.startswith("exports/t-1/")} == {published}
+                if k.startswith("exports/t-1/")} == set(published)
 
 
 def test_make_serve_starts_everything_and_ctrl_c_stops_it_in_order(

@@ -185,3 +185,30 @@ def test_run_names_say_whom_they_cover(sqlite_platform: Platform) -> None:
             sort=FlowRunSort.START_TIME_DESC, limit=2)
     assert [r.name for r in runs] == ["backup-all", "backup-t-1"]
     assert all(r.state is not None and r.state.is_completed() for r in runs)
+
+
+def test_progress_counts_tenants_as_they_end_not_in_order(sqlite_platform: Platform,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from flows import backup_flow
+
+    real = backup.backup_tenant
+
+    def slow_first(ctx: Any, wrapper: Any, tenant_id: str, **options: Any) -> Any:
+        if tenant_id == "t-1":
+            time.sleep(3)  # the others end first
+        return real(ctx, wrapper, tenant_id, **options)
+
+    counted: list[str] = []
+    real_count = backup_flow._count
+
+    def record(progress: Any, rows: list[dict[str, Any]], *args: Any) -> None:
+        counted.extend(r["tenant"] for r in rows)
+        real_count(progress, rows, *args)
+
+    monkeypatch.setattr(backup, "backup_tenant", slow_first)
+    monkeypatch.setattr(backup_flow, "_count", record)
+    results = nightly_backup(["t-1", "t-2", "t-empty"])
+    assert counted[-1] == "t-1" and sorted(counted) == ["t-1", "t-2", "t-empty"]
+    assert [r["tenant"] for r in results] == ["t-1", "t-2", "t-empty"]  # the summary's order

@@ -157,3 +157,54 @@ def test_updates_are_throttled(prefect_server: None, monkeypatch: pytest.MonkeyP
     many()
     assert 4 <= len(updates) <= 6  # one every 2 s, plus the last: not 1,000 API calls
     assert updates[-1] == 100.0
+
+
+def test_stages_are_throttled_too(prefect_server: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A night calls ``doing`` once per tenant: 1,000 tenants are a handful of updates, and
+    the last one says where the run ended."""
+    from prefect import flow
+
+    clock = FakeClock()
+    descriptions: list[str] = []
+    real_update = progress.update_progress_artifact
+
+    def counted(artifact_id: Any, value: float, **kwargs: Any) -> Any:
+        descriptions.append(kwargs.get("description") or "")
+        return real_update(artifact_id, value, **kwargs)
+
+    monkeypatch.setattr(progress, "update_progress_artifact", counted)
+
+    @flow(name="progress-stage-throttle-probe")
+    def night() -> None:
+        with Progress(total_steps=1000, every_seconds=2.0, clock=clock) as p:
+            for n in range(1, 1001):
+                clock.now += 0.01  # 1,000 tenants in 10 s
+                p.doing(f"{n} of 1000 tenants backed up")
+                p.advance()
+
+    night()
+    assert 4 <= len(descriptions) <= 7, descriptions
+    assert descriptions[-1].startswith("1000 of 1000 tenants backed up: ")
+
+
+def test_a_stage_begun_just_after_an_update_is_shown_soon(
+        prefect_server: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect import flow
+
+    shown = threading.Event()
+    real_update = progress.update_progress_artifact
+
+    def watched(artifact_id: Any, value: float, **kwargs: Any) -> Any:
+        if "verifying every object" in (kwargs.get("description") or ""):
+            shown.set()
+        return real_update(artifact_id, value, **kwargs)
+
+    monkeypatch.setattr(progress, "update_progress_artifact", watched)
+
+    @flow(name="progress-late-stage-probe")
+    def stage() -> bool:
+        with Progress(total_steps=2, every_seconds=0.5) as p:
+            p.doing("verifying every object")  # within 0.5 s of the first update: deferred
+            return shown.wait(30)  # published by itself, no other call in between
+
+    assert stage()

@@ -100,8 +100,12 @@ def test_a_small_object_is_one_put_and_a_failed_one_sends_nothing(s3: tuple[Any,
     objects.verify(client, bucket, written[0])
 
     calls.clear()
-    with pytest.raises(RuntimeError, match="broke"), objects.upload(client, bucket,
-                                                                    "never.json") as sink:
-        sink.write(b"half")
-        raise RuntimeError("exporter broke")
+
+    def broken_exporter() -> None:
+        with objects.upload(client, bucket, "never.json") as sink:
+            sink.write(b"half")
+            raise RuntimeError("exporter broke")
+
+    with pytest.raises(RuntimeError, match="broke"):
+        broken_exporter()
     assert calls == [] and "never.json" not in keys(client, bucket)
