@@ -20,9 +20,11 @@ index lists it; whatever else sits at a blob's name is overwritten and read back
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +32,7 @@ from typing import Any
 
 from flows.backup_documents import Documents
 from flows.backup_scratch import Scratch
-from flows.backup_tables import UPLOADS_IN_FLIGHT, TableChunks
+from flows.backup_tables import UPLOADS_IN_FLIGHT, TableChunks, index_pieces
 from flows.context import RunContext
 from kernel.errors import BadInput, ControlDbError
 from kernel.ids import new_snapshot_id, validate_tenant_id
@@ -38,6 +40,7 @@ from sources.database import Snapshot
 from sources.documents import confined, iter_documents
 from sources.tenants import tenant_key
 from storage.datakeys import DataKeys
+from storage.doc_index import IndexWriter
 from storage.key_registry import KeyRegistry
 from storage.key_store import KeyStore
 from storage.registry import SnapshotRegistry
@@ -116,9 +119,7 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
         summary.bytes_uploaded += counts.bytes
         summary.documents_survey = "listing" if counts.listed else "head"
         checkpoint("before-verify")  # every chunk and blob written is read back already
-        before = previous["documents"] if previous and previous["version"] >= 4 else None
-        index = store.write_index(keys, tenant_id, scratch.entries, before)
-        index["blobs"] = scratch.blob_count()
+        index = _write_index(chunks, scratch)
     summary.bytes_uploaded += index.pop("uploaded_bytes")
     _commit(ctx, keys, summary, {
         "format": FORMAT, "version": FORMAT_VERSION, "tenant_id": tenant_id,
@@ -159,6 +160,29 @@ def _write_tables(ctx: RunContext, chunks: TableChunks, snap: Snapshot, key: obj
             checkpoint(f"table:{plan.name}")
     summary.bytes_uploaded += chunks.uploaded_bytes
     return tables
+
+
+def _write_index(chunks: TableChunks, scratch: Scratch) -> dict[str, Any]:
+    """The document index as chunks of lines, stored like table chunks (an unchanged chunk
+    costs nothing): the manifest's record of it."""
+    sink = io.BytesIO()
+    writer = IndexWriter(sink)
+    digest, size, before = hashlib.sha256(), 0, chunks.uploaded_bytes
+
+    def hashed() -> Iterator[tuple[bytes, int]]:
+        nonlocal size
+        for data, lines in index_pieces(scratch.entries(), writer, sink):
+            digest.update(data)
+            size += len(data)
+            yield data, lines
+
+    with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="backup-index") as pool:
+        stored = chunks.store_pieces(pool, hashed())
+    return {"chunks": stored, "count": writer.count, "missing": writer.missing,
+            "blobs": scratch.blob_count(), "plaintext_bytes": size,
+            "plaintext_sha256": digest.hexdigest(),
+            "ciphertext_bytes": sum(c["ciphertext_bytes"] for c in stored),
+            "uploaded_bytes": chunks.uploaded_bytes - before}
 
 
 def _commit(ctx: RunContext, keys: DataKeys, summary: BackupSummary, manifest: dict[str, Any],

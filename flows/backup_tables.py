@@ -34,13 +34,17 @@ from storage import backup_store as layout
 from storage import objects
 from storage.aead import EncryptingWriter, object_associated_data
 from storage.datakeys import DataKeys
+from storage.doc_index import IndexWriter
 from storage.snapshots import BLOB_OBJECT, SnapshotStore
 
-CHUNK_BITS = 10
-CHUNK_ROWS = 1 << CHUNK_BITS  # rows per chunk on average
+CHUNK_BITS = 8
+# Rows per chunk on average: few enough that a night's changed rows re-upload little (a table of
+# a few thousand rows is then several chunks), many enough that a million rows are about 4,000
+# objects (a PUT and a read-back each on a full night, UPLOADS_IN_FLIGHT at a time).
+CHUNK_ROWS = 1 << CHUNK_BITS
 MAX_CHUNK_ROWS = 16 * CHUNK_ROWS
 MAX_CHUNK_BYTES = 4 * 1024 * 1024  # of Arrow data; its Parquet is usually much smaller
-UPLOADS_IN_FLIGHT = 4
+UPLOADS_IN_FLIGHT = 8
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the high bits mix every input bit
 _SHIFT = np.uint64(64 - CHUNK_BITS)
 
@@ -95,6 +99,25 @@ def chunk_rows(batches: Iterable[pa.RecordBatch], schema: pa.Schema,
         yield pa.Table.from_batches(pending, schema)
 
 
+def index_pieces(entries: Iterable[dict[str, Any]], writer: IndexWriter, sink: io.BytesIO
+                 ) -> Iterator[tuple[bytes, int]]:
+    """The document index's lines in chunks, cut after a line whose document id hashes to a
+    mark (as table rows are): a changed document changes only its chunk. ``writer`` writes
+    into ``sink`` and counts lines and missing documents for the manifest."""
+    lines = 0
+    for entry in entries:
+        writer.write(entry)
+        lines += 1
+        mark = zlib.crc32(repr(entry["document_id"]).encode("utf-8", "surrogatepass"))
+        if mark & (CHUNK_ROWS - 1) == 0 or sink.tell() >= MAX_CHUNK_BYTES:
+            yield sink.getvalue(), lines
+            sink.seek(0)
+            sink.truncate()
+            lines = 0
+    if lines:
+        yield sink.getvalue(), lines
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     """One chunk as a Parquet file: the same rows give the same bytes (one row group over
     contiguous arrays, whatever batches they came in)."""
@@ -117,22 +140,31 @@ class TableChunks:
     reused: int = 0
 
     def remember(self, manifest: dict[str, Any]) -> None:
-        """The chunks of the previous snapshot (its manifest is authenticated)."""
-        for table in manifest.get("tables", []):
-            for chunk in table.get("chunks", []):
-                self.known.setdefault(chunk["blob"], {k: v for k, v in chunk.items()
-                                                      if k not in ("blob", "rows")})
+        """The chunks of the previous snapshot, its tables' and its index's (its manifest is
+        authenticated)."""
+        documents = manifest.get("documents")
+        index = documents.get("chunks", []) if isinstance(documents, dict) else []
+        for chunk in [*(c for t in manifest.get("tables", []) for c in t.get("chunks", [])),
+                      *index]:
+            self.known.setdefault(chunk["blob"], {k: v for k, v in chunk.items()
+                                                  if k not in ("blob", "rows")})
 
     def store_table(self, pool: ThreadPoolExecutor, batches: Iterable[pa.RecordBatch],
                     schema: pa.Schema, primary_key: Sequence[str]) -> list[dict[str, Any]]:
         """Every chunk of one table, in order: reused, or sealed, PUT and read back."""
+        return self.store_pieces(pool, ((parquet_bytes(t), t.num_rows)
+                                        for t in chunk_rows(batches, schema, primary_key)))
+
+    def store_pieces(self, pool: ThreadPoolExecutor, pieces: Iterable[tuple[bytes, int]]
+                     ) -> list[dict[str, Any]]:
+        """Store ``(plaintext, rows)`` pieces as blobs, in order: each reused, or sealed, PUT
+        and read back (at most :data:`UPLOADS_IN_FLIGHT` at a time)."""
         entries: list[dict[str, Any]] = []
         in_flight: list[Future[dict[str, Any]]] = []
-        for table in chunk_rows(batches, schema, primary_key):
-            data = parquet_bytes(table)
+        for data, count in pieces:
             sha = hashlib.sha256(data).hexdigest()
             name = self.keys.blob_name(self.tenant_id, sha)
-            entries.append({"blob": name, "rows": table.num_rows,
+            entries.append({"blob": name, "rows": count,
                             "plaintext_bytes": len(data), "plaintext_sha256": sha})
             if name in self.known:  # the previous snapshot holds it, or this run stores it
                 self.reused += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, cast
@@ -25,13 +25,13 @@ from storage import backup_store as layout
 from storage import objects
 from storage.aead import EncryptingWriter, Keys, decrypt_stream, object_associated_data
 from storage.datakeys import DataKeys
-from storage.doc_index import INDEX, IndexWriter, legacy_entries, parse
+from storage.doc_index import INDEX, legacy_entries, parse
 from storage.key_registry import KeyRegistry
 from storage.key_store import KeyStore
 from storage.wrapping import KeyWrapper
 
 FORMAT = "tenant-export-snapshot"
-FORMAT_VERSION = 4  # tables and the document index as blobs (3: the index its own object)
+FORMAT_VERSION = 4  # tables and the index as content-addressed chunks (3: index its own object)
 READABLE_VERSIONS = (1, 2, 3, 4)
 BLOB_OBJECT = "blob"  # associated data of blobs: their name is checked against the content
 
@@ -152,39 +152,6 @@ class SnapshotStore:
                                      tenant_id=tenant_id)
         return manifest
 
-    def write_index(self, keys: Keys, tenant_id: str,
-                    entries: Callable[[], Iterable[dict[str, Any]]],
-                    previous: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Store the document index as a blob named by its content (version 4) and read it
-        back; returns the manifest's record of it. ``entries`` is read twice (streamed: one
-        line per entry): once to name the index, once to write it, unless it equals
-        ``previous`` (the previous manifest's record): an unchanged night writes no index."""
-        hashed = objects.HashingSink(_Discard())
-        counted = IndexWriter(cast(IO[bytes], hashed))
-        counted.write_all(entries())
-        sha = hashed.sha256
-        name = DataKeys.of(keys).blob_name(tenant_id, sha)
-        record = {"blob": name, "count": counted.count, "missing": counted.missing,
-                  "plaintext_bytes": hashed.bytes, "plaintext_sha256": sha}
-        if previous and previous.get("blob") == name and previous.get(
-                "plaintext_sha256") == sha and "ciphertext_sha256" in previous:
-            return {**record, "ciphertext_bytes": previous["ciphertext_bytes"],
-                    "ciphertext_sha256": previous["ciphertext_sha256"], "uploaded_bytes": 0}
-        key = layout.blob_key(tenant_id, name)
-
-        def write(sink: IO[bytes]) -> None:
-            IndexWriter(sink).write_all(entries())
-
-        sealed = self.seal(keys, tenant_id, key, BLOB_OBJECT, write)
-        if sealed["plaintext_sha256"] != sha:  # the entries must not change between the passes
-            raise VerificationFailed(f"{key}: the document index changed while it was written",
-                                     tenant_id=tenant_id)
-        objects.verify(self.s3, self.bucket, objects.StoredObject(
-            key, sealed["ciphertext_bytes"], sealed["ciphertext_sha256"]), tenant_id)
-        return {**record, "ciphertext_bytes": sealed["ciphertext_bytes"],
-                "ciphertext_sha256": sealed["ciphertext_sha256"],
-                "uploaded_bytes": sealed["ciphertext_bytes"]}
-
     def documents(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]
                   ) -> Iterator[dict[str, Any]]:
         """The snapshot's document entries, streamed from its index (format 3) or taken from
@@ -197,26 +164,34 @@ class SnapshotStore:
             yield from legacy_entries(manifest)
             return
         snapshot_id, described = manifest["snapshot_id"], manifest["documents"]
-        if described.get("blob"):  # version 4: a blob, shared by snapshots that list the same
-            key, name = layout.blob_key(tenant_id, described["blob"]), BLOB_OBJECT
+        if "chunks" in described:  # version 4: chunks of lines, blobs shared by snapshots
+            key = f"the document index of snapshot {snapshot_id}"
+            chunks = self._chained(keys, tenant_id, described["chunks"])
         elif described.get("object") == INDEX:  # version 3: an object of the snapshot
             key = layout.snapshot_prefix(tenant_id, snapshot_id) + INDEX
-            name = object_name(snapshot_id, INDEX)
+            chunks = self.decrypt_object(keys, tenant_id, key, object_name(snapshot_id, INDEX))
         else:
             raise VerificationFailed(f"snapshot {snapshot_id}: the manifest names no document "
                                      "index", tenant_id=tenant_id)
-        chunks = self.decrypt_object(keys, tenant_id, key, name)
         try:
             yield from parse(chunks, key, described)
         except VerificationFailed as err:
             raise VerificationFailed(str(err), tenant_id=tenant_id) from err
 
+    def _chained(self, keys: Keys, tenant_id: str, chunks: list[dict[str, Any]]
+                 ) -> Iterator[bytes]:
+        """The plaintext of blobs one after the other (the whole is checked by the caller)."""
+        for chunk in chunks:
+            yield from self.decrypt_object(keys, tenant_id,
+                                           layout.blob_key(tenant_id, chunk["blob"]), BLOB_OBJECT)
+
     def blobs(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]) -> Iterator[str]:
         """Every blob the snapshot needs: its table chunks and index (format 4) and its
         documents' blobs (names may repeat). Prune keeps these; consume to the end (the index
         is checked there)."""
-        if isinstance(manifest.get("documents"), dict) and manifest["documents"].get("blob"):
-            yield manifest["documents"]["blob"]
+        described = manifest.get("documents")
+        for chunk in described.get("chunks", []) if isinstance(described, dict) else []:
+            yield chunk["blob"]
         for table in manifest.get("tables", []):
             for chunk in table.get("chunks", []):
                 yield chunk["blob"]

@@ -4,6 +4,7 @@ changed row re-uploads only its chunk, and the rows come back value by value."""
 from __future__ import annotations
 
 import hashlib
+import io
 import sqlite3
 import threading
 import time
@@ -22,12 +23,14 @@ from flows.backup_tables import (
     MAX_CHUNK_BYTES,
     MAX_CHUNK_ROWS,
     chunk_rows,
+    index_pieces,
     parquet_bytes,
 )
 from flows.context import RunContext
 from kernel.errors import VerificationFailed
 from kernel.settings import Settings
 from storage import backup_store as store
+from storage.doc_index import IndexWriter, encode
 from storage.keys import KeyWrapper, parse_master_key
 from storage.retention import RetentionPolicy
 from tests.conftest import Platform
@@ -57,7 +60,7 @@ def test_chunks_hold_every_row_in_order_and_do_not_depend_on_the_batches() -> No
     table = rows(50_000)
     chunks = list(chunk_rows(table.to_batches(max_chunksize=777), table.schema, ["id"]))
     assert pa.concat_tables(chunks).equals(table)
-    assert 10 <= len(chunks) <= 200  # about CHUNK_ROWS rows each
+    assert 50_000 / CHUNK_ROWS / 3 <= len(chunks) <= 3 * 50_000 / CHUNK_ROWS  # CHUNK_ROWS each
     assert all(c.num_rows <= MAX_CHUNK_ROWS for c in chunks)
     assert digests(table, 777) == digests(table, 5_000) == digests(table, 50_000)
 
@@ -151,10 +154,10 @@ def test_an_unchanged_table_uploads_nothing_and_a_changed_row_one_chunk(
     assert members_of(again)["chunks"] == described["chunks"]
     assert all(t["uploaded_bytes"] == 0 for t in again["tables"]), again["tables"]
     assert puts == 0 and unchanged.blobs_uploaded == 0
-    # the index is unchanged too (a blob named by its content): only the manifest is written,
+    # the index's chunks are unchanged too: only the manifest is written,
     # with one PUT; reads: the key record, the previous manifest and index, the read-back
-    assert again["documents"]["blob"] == read_manifest(ctx, first.snapshot_id)["documents"][
-        "blob"]
+    assert again["documents"]["chunks"] == read_manifest(ctx, first.snapshot_id)[
+        "documents"]["chunks"]
     # with the snapshot listing, and a HEAD per document key (this catalog has no per-tenant
     # prefix to list: tests/test_backup_scale.py counts the listing case)
     assert by_operation == {"PutObject": 1, "GetObject": 4, "ListObjectsV2": 1,
@@ -249,3 +252,24 @@ def test_verification_reads_objects_concurrently_within_the_bound(
         bounded.close()
     assert report["ok"] and report["objects"] >= 8
     assert peak == 4  # concurrent, and never more than the setting
+
+
+def test_a_changed_document_changes_one_chunk_of_the_index() -> None:
+    def pieces(entries: list[dict[str, Any]]) -> list[str]:
+        sink = io.BytesIO()
+        writer = IndexWriter(sink)
+        out = [hashlib.sha256(data).hexdigest()
+               for data, _ in index_pieces(entries, writer, sink)]
+        assert writer.count == len(entries)
+        return out
+
+    entries = [{"document_id": i, "storage_key": f"t1/{i}", "status": "ok", "etag": f"e{i}",
+                "size": i, "blob": f"{i:064x}", "sha256": f"{i:064x}"} for i in range(5_000)]
+    before = pieces(entries)
+    entries[2_500] = {**entries[2_500], "etag": "changed", "size": 1}
+    after = pieces(entries)
+    assert len(before) == len(after) >= 5
+    assert sum(a != b for a, b in zip(before, after, strict=True)) == 1
+    sink = io.BytesIO()
+    joined = b"".join(d for d, _ in index_pieces(entries, IndexWriter(sink), sink))
+    assert joined == b"".join(encode(e) for e in entries)  # the chunks are the index, in order

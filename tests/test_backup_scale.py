@@ -180,8 +180,8 @@ def test_a_new_small_document_costs_a_get_a_put_and_a_read_back(
     try:
         restore.verify_snapshot(ctx, wrapper(), "t-1", summary.snapshot_id)
         keys = ctx.store.data_key(wrapper(), "t-1", create=False)
-        indexes = {ctx.store.read_manifest(keys, "t-1", s)["documents"]["blob"]
-                   for s in ctx.store.list_snapshots("t-1")}  # blobs too: old read, new written
+        indexes = {c["blob"] for s in ctx.store.list_snapshots("t-1")  # index chunks: blobs too
+                   for c in ctx.store.read_manifest(keys, "t-1", s)["documents"]["chunks"]}
     finally:
         ctx.close()
     blob_requests = [s for s in blob_requests if s.request.path.rsplit("/", 1)[-1] not in indexes]
