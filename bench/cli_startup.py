@@ -12,12 +12,23 @@ machine's speed hits all three alike:
 - ``cold``: the kept local server is stopped first (not timed): the command starts it;
 - ``warm``: the kept server runs: the command finds and reuses it.
 
-Commands that run no flow never touch Prefect: measured once (``plain``). ``cpu s`` is the
-command's own user+system time, its children included (the temporary server of ``before``),
-the kept server's work excluded (it is another process). Medians of ``--runs`` runs.
+Commands that run no flow never touch Prefect: measured once (``plain``). Since issue 13 that
+includes ``snapshots``, ``links`` and the migration ledger commands (``log``, ``statement``...),
+which answer without a flow run; ``migration open`` still runs one and stands for the flow
+commands. ``cpu s`` is the command's own user+system time, its children included (the
+temporary server of ``before``), the kept server's work excluded (it is another process).
+Medians of ``--runs`` runs.
 
-    .venv/bin/python bench/cli_startup.py              # about 15 minutes on 2 busy cores
+``--baseline DIR`` also runs every command from another checkout of the project (``git
+archive HEAD | tar -x -C DIR``, or ``git worktree add DIR REV``), in turn with this one's
+runs (mode ``base``, its flow commands on the warm kept server): a before/after comparison
+under the same load, which on a shared machine moves every figure by several times. The
+setup (a backup, an export, a migration case) is then made by the baseline, so a checkout
+whose backup is being reworked can still be measured.
+
+    .venv/bin/python bench/cli_startup.py              # about 5 minutes on 2 busy cores
     .venv/bin/python bench/cli_startup.py --runs 1 --only "sla due" --only snapshots
+    .venv/bin/python bench/cli_startup.py --runs 3 --baseline /tmp/base   # before/after
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "tenant_export.cli"]
 TENANT = "choir"
+WARM_UP = ["migration", "open", TENANT]
+"""A flow command in every version: starts the kept server for the baseline's runs."""
 
 
 @dataclass
@@ -53,11 +66,13 @@ class Figures:
         return statistics.median(self.wall) if self.wall else float("nan")
 
 
-def measure(argv: list[str], env: dict[str, str], log: Path) -> tuple[float, float, int]:
-    """Wall seconds, CPU seconds (children included) and exit status of one process."""
+def measure(argv: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
+            ) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds (children included) and exit status of one process (run in
+    ``cwd``: the checkout whose packages it imports)."""
     with open(log, "ab") as out:
         started = time.monotonic()
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=out, cwd=ROOT)
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=out, cwd=cwd)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.monotonic() - started
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -105,12 +120,13 @@ def platform(tmp: Path) -> tuple[dict[str, str], Any]:
     return env, s3
 
 
-def prepare(env: dict[str, str], log: Path) -> str:
-    """A snapshot and an export to list and link, a migration case to log on; its id."""
+def prepare(env: dict[str, str], log: Path, cwd: Path = ROOT) -> str:
+    """A snapshot and an export to list and link, a migration case to log on; its id (made by
+    the checkout in ``cwd``)."""
     for args in (["backup", TENANT], ["export", TENANT]):
-        if measure([*CLI, *args], env, log)[2] != 0:
+        if measure([*CLI, *args], env, log, cwd)[2] != 0:
             raise SystemExit(f"setup failed: tenant-export {' '.join(args)}; see {log}")
-    opened = subprocess.run([*CLI, "migration", "open", TENANT, "--json"], env=env, cwd=ROOT,
+    opened = subprocess.run([*CLI, "migration", "open", TENANT, "--json"], env=env, cwd=cwd,
                             capture_output=True, text=True, check=True)
     return str(json.loads(opened.stdout)["case_id"])
 
@@ -124,14 +140,20 @@ def commands(case_id: str) -> dict[str, tuple[list[str], bool]]:
                     False),
         "catalog show": (["catalog", "show"], False),
         "doctor": (["doctor"], False),
-        "offboard status": (["offboard", "status", TENANT], False),
+        "offboard status": (["offboard", "status", TENANT], False),  # no case: exit 2
         "audit": (["audit", TENANT], False),
-        "snapshots": (["snapshots", TENANT], True),
-        "links": (["links", TENANT], True),
+        "snapshots": (["snapshots", TENANT], False),
+        "links": (["links", TENANT], False),
         "migration log": (["migration", "log", case_id, "--minutes", "5", "--entry-id",
-                           "bench-1"], True),
-        "migration statement": (["migration", "statement", case_id], True),
+                           "bench-1"], False),
+        "migration statement": (["migration", "statement", case_id], False),
+        "migration open": (["migration", "open", TENANT], True),
     }
+
+
+def expected_status(name: str) -> int:
+    """``offboard status`` of a tenant without an offboarding case is refused: exit 2."""
+    return 2 if name == "offboard status" else 0
 
 
 def main() -> int:
@@ -140,7 +162,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per command and mode")
     parser.add_argument("--only", action="append", help="measure only these commands")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--baseline", type=Path, help="another checkout to measure in turn "
+                        "(mode base): before/after under the same load")
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "tenant_export" / "cli.py").is_file():
+        parser.error(f"--baseline {args.baseline}: not a checkout of this project")
     sys.path.insert(0, str(ROOT))
     from tenant_export import localserver  # noqa: PLC0415
 
@@ -150,26 +176,32 @@ def main() -> int:
     state_dir = tmp / "state"
     results: dict[tuple[str, str], Figures] = {}
     try:
-        case_id = prepare(env, log)
+        case_id = prepare(env, log, args.baseline or ROOT)  # the baseline: a known-good setup
         for name, (argv, runs_flow) in commands(case_id).items():
             if args.only and name not in args.only:
                 continue
             full = [sys.executable, *argv] if name.startswith("python") else [*CLI, *argv]
-            modes = ("before", "cold", "warm") if runs_flow else ("plain",)
+            modes: tuple[str, ...] = ("before", "cold", "warm") if runs_flow else ("plain",)
+            if args.baseline is not None and not name.startswith("python"):
+                modes = ("base", *modes)
             for _ in range(args.runs):
                 for mode in modes:
+                    cwd = args.baseline if mode == "base" else ROOT
                     if mode == "cold":
                         localserver.stop(state_dir)
-                    if mode == "warm" and localserver.read_state(
+                    if mode in ("warm", "base") and localserver.read_state(
                             localserver.files_of(state_dir)) is None:
-                        measure(full, env, log)  # not timed: start the server first
+                        # not timed: start the server first (the baseline's flow commands
+                        # find it warm too)
+                        warm_up = full if mode == "warm" else [*CLI, *WARM_UP]
+                        measure(warm_up, env, log)
                     run_env = env if mode != "before" else {
                         **env, "TENANT_EXPORT_LOCAL_SERVER_IDLE": "0",
                         # Prefect's 20 s default fails on a busy machine: not what is measured
                         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
-                    wall, cpu, status = measure(full, run_env, log)
+                    wall, cpu, status = measure(full, run_env, log, cwd)
                     figures = results.setdefault((name, mode), Figures())
-                    if status != 0:
+                    if status != expected_status(name):
                         figures.failures += 1
                         print(f"  {name} ({mode}) failed with {status}: see {log}", flush=True)
                     figures.wall.append(wall)
@@ -196,9 +228,16 @@ def report(results: dict[tuple[str, str], Figures], runs: int) -> None:
     for (name, mode), fig in results.items():
         print(f"{name:<26}{mode:<8}{fig.median():>8.2f}{min(fig.wall):>8.2f}"
               f"{max(fig.wall):>8.2f}{statistics.median(fig.cpu):>8.2f}  {fig.failures}")
-    print("\nratios of medians (wall): before/warm is the gain for every command after the "
+    print("\nratios of medians (wall): base/now is this checkout's gain over --baseline (its "
+          "plain, else warm figure); before/warm the gain for every flow command after the "
           "first; cold/warm the first command's extra cost")
     for name in dict.fromkeys(n for n, _ in results):
+        base, now = results.get((name, "base")), results.get((name, "plain"))
+        now = now or results.get((name, "warm"))
+        if base and now:
+            print(f"  {name:<24} base/now    {base.median() / now.median():5.1f}x   "
+                  f"(cpu {statistics.median(base.cpu):.2f} s -> "
+                  f"{statistics.median(now.cpu):.2f} s)")
         before, cold, warm = (results.get((name, m)) for m in ("before", "cold", "warm"))
         if before and cold and warm:
             print(f"  {name:<24} before/warm {before.median() / warm.median():5.1f}x   "

@@ -30,13 +30,12 @@ from pydantic.json_schema import SkipJsonSchema
 from exporters.datapackage import FileRecord
 from flows import export_report as report
 from flows import packaging
-from flows.context import RunContext, current_settings
+from flows.context import RunContext, S3Context, current_settings
 from flows.export_form import ExportRequest
 from flows.forms import LinkTtl, OptionalExportId, TenantId, form_field
 from flows.locks import tenant_lock
 from flows.observe import audit, current_actor, emit, open_metrics
 from flows.package_archive import Archived
-from flows.package_retained import retained_package
 from flows.retry import step
 from kernel.errors import BadInput
 from kernel.ids import new_export_id, validate_tenant_id
@@ -239,13 +238,7 @@ def export_links(
     except BadInput as err:
         raise BadInput(str(err), tenant_id=tenant_id) from err
     settings = current_settings()
-    ctx = RunContext.open(settings)
-    try:
-        found = retained_package(ctx, tenant_id, export_id)
-        result = packaging.mint_links(ctx, tenant_id, found.export_id, found.created,
-                                      found.manifest, found.records, ttl, archive=found.archive)
-    finally:
-        ctx.close()
+    result = packaging.fresh_links(S3Context.open(settings), tenant_id, export_id, ttl)
     audit(settings, AuditKind.LINKS_MINTED, tenant_id, current_actor(requested_by or None),
           export_id=result.export_id, link_ttl_seconds=ttl, files_count=len(result.files))
     create_markdown_artifact(key=report.result_key(tenant_id), markdown=report.result_markdown(

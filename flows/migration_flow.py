@@ -23,55 +23,20 @@ from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
-from billing.pricelist import DEFAULT_PRICE_LIST, PriceList
 from billing.rules import MAX_ENTRY_MINUTES
 from billing.statement import Statement
 from billing.tz import berlin_date
 from flows.context import RunContext, current_settings
 from flows.forms import TenantId, form_field
-from flows.migration import OPENED, MigrationDesk, Request, parse_request, statement_csv
-from flows.observe import audit, current_actor
+from flows.migration import MigrationDesk, Request, parse_request, statement_csv
+from flows.migration_desk import carry_out, open_desk
 from flows.progress import md_text
 from kernel.errors import BadInput, ExportError
 from kernel.ids import artifact_key
 from kernel.settings import Settings
 from kernel.timeparse import MAX_LINK_TTL_SECONDS, parse_link_ttl
 from storage import objects
-from storage.audit import AuditKind
-from storage.ledger import Ledger, LedgerEvent
 from storage.s3 import make_client
-
-
-def open_desk(settings: Settings) -> MigrationDesk:
-    """The ledger of the control database and the operators' price list."""
-    prices = DEFAULT_PRICE_LIST
-    if settings.price_list is not None:
-        from billing.errors import RuleViolation  # noqa: PLC0415
-
-        try:
-            prices = PriceList.from_file(settings.price_list)
-        except RuleViolation as err:
-            raise BadInput(str(err)) from err
-    return MigrationDesk(AuditedLedger(settings), prices)
-
-
-class AuditedLedger(Ledger):
-    """The migration ledger whose every new entry is also a ``migration.entry`` event of the
-    audit trail (case, kind of entry, entry id; amounts stay in the ledger)."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings.resolved_control_url())
-        self._settings = settings
-
-    def append(self, new: LedgerEvent) -> tuple[LedgerEvent, bool]:
-        stored, created = super().append(new)
-        if created:  # a replayed command (same id) is one entry, audited once
-            opened = new if new.kind == OPENED else self.get(new.case_id)
-            tenant = opened.payload.get("tenant_id") if opened is not None else None
-            audit(self._settings, AuditKind.MIGRATION_ENTRY, str(tenant) if tenant else None,
-                  current_actor(), case_id=new.case_id, entry=new.kind,
-                  entry_id=new.event_id)
-        return stored, created
 
 
 def publish_statement(settings: Settings, statement: Statement) -> str:
@@ -464,18 +429,6 @@ def _carry_out(settings: Settings, desk: MigrationDesk, r: Request, now: datetim
         finally:
             ctx.close()
         return desk.open(r.tenant_id, r.critical, r.at or now)
-    if r.command == "log":
-        return desk.log(r.case_id, r.minutes, r.kind, r.on or berlin_date(now), r.note,
-                        r.entry_id)
-    if r.command == "book":
-        return desk.book(r.case_id, _need(r.start, "start"), r.minutes, r.at or now)
-    if r.command == "cancel":
-        return desk.cancel(r.booking_id, r.at or now)
-    if r.command == "no-show":
-        return desk.no_show(r.booking_id, r.at or now)
-    if r.command == "correct":
-        return desk.correct(r.case_id, r.reverses, r.note, r.entry_id)
     if r.command == "close":
         return close_case(settings, desk, r.case_id, now)
-    issued = desk.closed_statement(r.case_id)  # "statement"
-    return issued if issued is not None else desk.statement(r.case_id).to_json()
+    return carry_out(desk, r, now)  # the ledger commands, as the CLI does them without a run

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,13 +28,14 @@ def current_actor(explicit: str | None = None) -> str:
     for a run started from a deployment by hand, ``cli:<user>`` for a command."""
     if explicit:
         return explicit
-    try:
-        from prefect.runtime import deployment, flow_run  # noqa: PLC0415 - Prefect at run time
+    if "prefect" in sys.modules:  # no flow run without Prefect loaded (the CLI's quick commands)
+        try:
+            from prefect.runtime import deployment, flow_run  # noqa: PLC0415 - at run time
 
-        if deployment.id:
-            return "schedule" if _auto_scheduled(flow_run.id) else "prefect-ui"
-    except Exception:
-        logger.debug("no Prefect run context for the actor", exc_info=True)
+            if deployment.id:
+                return "schedule" if _auto_scheduled(flow_run.id) else "prefect-ui"
+        except Exception:
+            logger.debug("no Prefect run context for the actor", exc_info=True)
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # no user name (a container without one)

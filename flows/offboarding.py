@@ -29,7 +29,6 @@ from kernel.settings import Settings
 from notify import Delivery, PackageFile, SmtpConfig, notify_deletion, notify_export_ready
 from sources.catalog_config import CatalogConfig
 from sources.contacts import Contacts, ContactsRule, read_contacts
-from sources.database import open_engine
 from storage.audit import AuditKind, AuditTrail, check_details
 from storage.cases import Case, CaseStore, Hold, Step, iso, parse_iso
 
@@ -243,6 +242,8 @@ def _early_steps(desk: CaseDesk, case: Case, actions: CaseActions, actor: str,
 def tenant_contacts(settings: Settings, tenant_id: str) -> Contacts:
     """The tenant's authorised contacts and their language, read now from the platform
     database (never stored: addresses are personal data)."""
+    from sources.database import open_engine  # noqa: PLC0415 - Arrow: not for `offboard status`
+
     engine = open_engine(settings.resolved_source_url())
     try:
         return read_contacts(engine, contacts_rule(settings), tenant_id)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from exporters.datapackage import FileRecord
-from flows.context import RunContext
+from flows.context import S3Context
 from flows.package_archive import read_archive_info
 from kernel.errors import BadInput, VerificationFailed
 from kernel.ids import validate_export_id, validate_tenant_id
@@ -49,7 +49,7 @@ def export_started(export_id: str) -> datetime:
     return datetime.strptime(export_id.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
-def retained_package(ctx: RunContext, tenant_id: str, export_id: str | None) -> Retained:
+def retained_package(ctx: S3Context, tenant_id: str, export_id: str | None) -> Retained:
     """A retained, complete export (the newest when no id is given), every object checked."""
     validate_tenant_id(tenant_id)
     bucket = ctx.settings.export_bucket
@@ -73,7 +73,7 @@ def retained_package(ctx: RunContext, tenant_id: str, export_id: str | None) -> 
     return Retained(export_id, descriptor["created"], manifest, records, archive)
 
 
-def _newest(ctx: RunContext, tenant_id: str) -> str:
+def _newest(ctx: S3Context, tenant_id: str) -> str:
     bucket = ctx.settings.export_bucket
     candidates = sorted(objects.list_prefixes(ctx.s3, bucket, f"exports/{tenant_id}/",
                                               tenant_id), reverse=True)
@@ -87,7 +87,7 @@ def _newest(ctx: RunContext, tenant_id: str) -> str:
     return chosen.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _gone(ctx: RunContext, tenant_id: str, export_id: str) -> str:
+def _gone(ctx: S3Context, tenant_id: str, export_id: str) -> str:
     """Why an export has no manifest, as precisely as the audit trail and its id tell."""
     trail = AuditTrail(ctx.settings.resolved_control_url())
     try:
@@ -110,7 +110,7 @@ def _gone(ctx: RunContext, tenant_id: str, export_id: str) -> str:
             "or was deleted; run a new export")
 
 
-def check_objects(ctx: RunContext, tenant_id: str, export_id: str,
+def check_objects(ctx: S3Context, tenant_id: str, export_id: str,
                   records: list[FileRecord]) -> None:
     """Refuse a retained package whose objects no longer match its manifest (deleted, or
     replaced: another size, another ETag) before anyone is handed a link to them."""

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from exporters.csv_writer import DEFAULT_DIALECT, CsvDialect
 from exporters.datapackage import FileRecord, build_descriptor, encode_descriptor
-from flows.context import RunContext
+from flows.context import RunContext, S3Context
 from flows.fetch_pool import FetchLimits
 from flows.package_archive import Archived, archive_name, archive_package
 from flows.package_documents import MISSING_FIELD, SHARED_FIELD, write_documents
@@ -268,7 +268,7 @@ def discard_package(ctx: RunContext, tenant_id: str, export_id: str) -> int:
     return objects.delete_prefix(ctx.s3, ctx.settings.export_bucket, prefix, tenant_id)
 
 
-def mint_links(ctx: RunContext, tenant_id: str, export_id: str, created_at: str,
+def mint_links(ctx: S3Context, tenant_id: str, export_id: str, created_at: str,
                manifest: FileRecord, records: list[FileRecord], ttl_seconds: int, *,
                archive: FileRecord | None = None,
                expires_at: datetime | None = None) -> ExportResult:
@@ -306,6 +306,15 @@ def mint_links(ctx: RunContext, tenant_id: str, export_id: str, created_at: str,
                         documents_missing=extra.get(MISSING_FIELD, []),
                         documents_shared_keys=extra.get(SHARED_FIELD, []),
                         package_expires_at=package_expires)
+
+
+def fresh_links(ctx: S3Context, tenant_id: str, export_id: str | None, ttl_seconds: int
+                ) -> ExportResult:
+    """Fresh signed links for a retained export (the newest when no id is given), every object
+    checked against its manifest first: S3 only, neither the platform database nor Prefect."""
+    found = retained_package(ctx, tenant_id, export_id)
+    return mint_links(ctx, tenant_id, found.export_id, found.created, found.manifest,
+                      found.records, ttl_seconds, archive=found.archive)
 
 
 def load_package(ctx: RunContext, tenant_id: str, export_id: str | None

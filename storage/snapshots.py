@@ -20,7 +20,6 @@ from typing import IO, Any, cast
 import pyarrow as pa
 
 from kernel.errors import BadInput, StorageError, VerificationFailed
-from kernel.ids import validate_tenant_id
 from storage import backup_store as layout
 from storage import objects
 from storage.aead import EncryptingWriter, Keys, decrypt_stream, object_associated_data
@@ -28,6 +27,7 @@ from storage.datakeys import DataKeys
 from storage.doc_index import INDEX, legacy_entries, parse
 from storage.key_registry import KeyRegistry
 from storage.key_store import KeyStore
+from storage.snapshot_list import complete_snapshots
 from storage.wrapping import KeyWrapper
 
 FORMAT = "tenant-export-snapshot"
@@ -200,16 +200,8 @@ class SnapshotStore:
                 yield doc["blob"]
 
     def list_snapshots(self, tenant_id: str) -> list[str]:
-        """Ids of complete snapshots (those with a manifest), oldest first: one listing
-        request per 1,000 objects under ``snapshots/`` (a version-4 folder holds only its
-        manifest), whatever the number of snapshots."""
-        prefix = layout.tenant_prefix(validate_tenant_id(tenant_id)) + "snapshots/"
-        complete = set()
-        for key in objects.list_keys(self.s3, self.bucket, prefix, tenant_id):
-            folder, _, name = key[len(prefix):].partition("/")
-            if name == layout.MANIFEST:
-                complete.add(folder)
-        return sorted(complete)
+        """Ids of complete snapshots (those with a manifest), oldest first."""
+        return complete_snapshots(self.s3, self.bucket, tenant_id)
 
     def resolve_snapshot(self, tenant_id: str, snapshot_id: str | None,
                          complete: list[str] | None = None) -> str:

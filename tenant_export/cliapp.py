@@ -2,9 +2,15 @@
 resolved once, one clear error line.
 
 Exit status: 0 success, 2 bad input, 1 failure. Errors are one line on stderr; ``--debug`` adds
-the traceback. Prefect is imported lazily so ``--help`` and input errors stay fast, and bad
+the traceback. Nothing heavy is imported before a command needs it: the command modules load
+Prefect, the flows, SQLAlchemy, pyarrow and boto3 inside the bodies that use them, and this one
+the settings (pydantic-settings) when a command resolves them, so ``--help`` loads only Typer
+and a quick command only what it reads with (``tests/test_cli_quick.py`` keeps it so). Bad
 input (every argument, the configured database URLs, a command's own ``check``) is refused
-before it: no flow runs for a request that cannot succeed.
+before Prefect is imported: no flow runs for a request that cannot succeed.
+
+Commands that only read, or only append to the control database (``snapshots``, ``links``, the
+migration ledger commands, ``sla due``, ``audit``...), run no flow: ``run(..., flows=False)``.
 
 Flows run on the configured Prefect server (``PREFECT_API_URL``); without one, on a local
 server kept between commands (:mod:`tenant_export.localserver`), started when a command calls
@@ -25,14 +31,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from kernel.errors import BadInput, ExportError
-from kernel.settings import Settings
 from kernel.timeparse import parse_duration, shown
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from kernel.settings import Settings
     from tenant_export.localserver import Lease
 
 MAX_ARGUMENT_CHARS = 4096
@@ -117,6 +124,10 @@ def fail(err: BaseException, code: int) -> NoReturn:
 
 def resolve_settings() -> Settings:
     """The settings of this process, resolved once (bad values are bad input, exit 2)."""
+    from pydantic import ValidationError  # noqa: PLC0415 - pydantic-settings: not for --help
+
+    from kernel.settings import Settings  # noqa: PLC0415
+
     try:
         return Settings()
     except ValidationError as err:
@@ -241,6 +252,8 @@ def run(action: Callable[[Settings], T], *, flows: bool = True,
     its database URLs checked first. Its flows use the configured Prefect server, else the
     kept local one (started when the body calls its first flow).
     """
+    from pydantic import ValidationError  # noqa: PLC0415 - loaded by resolve_settings anyway
+
     settings = resolve_settings()
     try:
         if flows:

@@ -207,8 +207,8 @@ def test_cli_commands_run_their_flows_on_one_kept_server(sqlite_platform: Platfo
         cases = [json.loads(out)["case_id"] for out, _ in done]  # stdout: JSON only
         assert len(set(cases)) == 2
 
-        # The next command reuses it, silently.
-        later = _cli(env, "migration", "statement", cases[0], "--json")
+        # The next command reuses it, silently (`close` runs a flow; `statement` runs none).
+        later = _cli(env, "migration", "close", cases[0], "--json")
         out, err = later.communicate(timeout=300)
         assert later.returncode == 0, err
         assert json.loads(out)["case_id"] == cases[0] and not STARTED.search(err)
@@ -219,9 +219,9 @@ def test_cli_commands_run_their_flows_on_one_kept_server(sqlite_platform: Platfo
         with temporary_settings(updates={PREFECT_API_URL: state.api_url}), \
                 get_client(sync_client=True) as client:
             runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                name=FlowRunFilterName(any_=["migration-open", "migration-statement"])))
+                name=FlowRunFilterName(any_=["migration-open", "migration-close"])))
         assert sorted(run.name for run in runs) == [
-            "migration-open", "migration-open", "migration-statement"]
+            "migration-close", "migration-open", "migration-open"]
         assert all(run.state is not None and run.state.is_completed() for run in runs)
     finally:
         localserver.stop(state_dir)

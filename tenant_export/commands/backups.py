@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import SecretStr
 
-from kernel.dburl import TARGET_NAME_PATTERN, normalize_url
 from kernel.errors import BadInput
 from kernel.ids import validate_tenant_id
-from kernel.settings import Settings
 from tenant_export.cliapp import JsonOption, app, echo, run
+
+if TYPE_CHECKING:
+    from kernel.settings import Settings
 
 
 @app.command()
@@ -44,13 +44,16 @@ def snapshots(
 ) -> None:
     """Complete backup snapshots of a tenant, oldest first."""
 
-    def body(_settings: Settings) -> list[str]:
+    def body(settings: Settings) -> list[str]:
         validate_tenant_id(tenant)
-        from flows.backup_flow import list_snapshots  # noqa: PLC0415
+        from storage.s3 import make_client  # noqa: PLC0415
+        from storage.snapshot_list import complete_snapshots  # noqa: PLC0415
 
-        return list_snapshots(tenant)
+        # A read of the backup bucket: no flow run (Prefect costs seconds), the listing of
+        # the backup_snapshots flow the UI offers, without the keys and Arrow it does not need.
+        return complete_snapshots(make_client(settings), settings.backup_bucket, tenant)
 
-    echo(run(body), as_json)
+    echo(run(body, flows=False), as_json)
 
 
 @app.command()
@@ -95,6 +98,8 @@ def restore(
     """Restore a snapshot: verified first, then tables and documents, checked, all or nothing."""
 
     def check(_settings: Settings) -> None:
+        from kernel.dburl import TARGET_NAME_PATTERN, normalize_url  # noqa: PLC0415 - SQLAlchemy
+
         validate_tenant_id(tenant)
         if in_place:
             if target is not None or documents_bucket is not None or data_only:
@@ -117,6 +122,8 @@ def restore(
             normalize_url(target)  # refused now, not after a flow started (never quoted back)
 
     def body(settings: Settings) -> dict[str, Any]:
+        from pydantic import SecretStr  # noqa: PLC0415
+
         from flows.context import using  # noqa: PLC0415
         from flows.restore_flow import restore_backup, restore_in_place  # noqa: PLC0415
 

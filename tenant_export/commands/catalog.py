@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kernel.dburl import describe_url
 from kernel.errors import BadInput
-from kernel.settings import Settings
-from sources.catalog import CatalogConfig, discover
-from sources.catalog_init import render_catalog
-from sources.database import open_engine
-from sources.inventory import GROUPS, classification
 from tenant_export.cliapp import JsonOption, app, run
+
+if TYPE_CHECKING:
+    from kernel.settings import Settings
 
 catalog_app = typer.Typer(help="The catalog: how every table of the platform is classified.",
                           no_args_is_help=True)
@@ -31,6 +28,11 @@ def init(
     """A catalog TOML for review: every table classified, and why, as comments."""
 
     def body(settings: Settings) -> str:
+        from kernel.dburl import describe_url  # noqa: PLC0415 - SQLAlchemy, pyarrow: not for --help
+        from sources.catalog import CatalogConfig  # noqa: PLC0415
+        from sources.catalog_init import render_catalog  # noqa: PLC0415
+        from sources.database import open_engine  # noqa: PLC0415
+
         if out is not None and out.exists():
             raise BadInput(f"{out} exists: choose another file (a reviewed catalog is never "
                            "overwritten)")
@@ -61,6 +63,10 @@ def show(as_json: JsonOption = False) -> None:
     """The classification the next export or backup will use (and what would stop it)."""
 
     def body(settings: Settings) -> dict[str, Any]:
+        from sources.catalog import CatalogConfig, discover  # noqa: PLC0415
+        from sources.database import open_engine  # noqa: PLC0415
+        from sources.inventory import classification  # noqa: PLC0415
+
         config = CatalogConfig.load(settings.catalog)
         engine = open_engine(settings.resolved_source_url())
         try:
@@ -74,6 +80,8 @@ def show(as_json: JsonOption = False) -> None:
         return doc
 
     doc = run(body, flows=False)
+    from sources.inventory import GROUPS  # noqa: PLC0415 - loaded by the body
+
     if as_json:
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
         return

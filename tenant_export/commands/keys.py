@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kernel.errors import BadInput
 from kernel.ids import validate_tenant_id
-from kernel.settings import Settings
 from tenant_export.cliapp import JsonOption, app, echo, run
+
+if TYPE_CHECKING:
+    from kernel.settings import Settings
 
 keys_app = typer.Typer(no_args_is_help=True, help=(
     "Backup keys: rotate a tenant's data key, rewrap key records under the current master "

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from kernel.errors import BadInput, VerificationFailed
-from kernel.settings import Settings
 from tenant_export.cliapp import JsonOption, app, echo, run
+
+if TYPE_CHECKING:
+    from kernel.settings import Settings
 
 
 class _TenantOrSubcommand(TyperGroup):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kernel.settings import Settings
+from kernel.errors import BadInput
 from tenant_export.cliapp import JsonOption, app, run
+
+if TYPE_CHECKING:
+    from kernel.settings import Settings
 
 migration_app = typer.Typer(help="Assisted migration (terms 14.2): cases, time, bookings, "
                             "statement.", no_args_is_help=True)
@@ -44,7 +47,24 @@ def _migration(command: str, as_json: bool, **arguments: Any) -> None:
 
         return migration_command(command, given)
 
-    result = run(body, check=check)
+    def ledger_body(settings: Settings) -> dict[str, Any]:
+        from datetime import UTC, datetime  # noqa: PLC0415
+
+        from flows.migration import parse_request  # noqa: PLC0415
+        from flows.migration_desk import ledger_command  # noqa: PLC0415 - loaded already
+
+        now = datetime.now(UTC).replace(microsecond=0)
+        return ledger_command(settings, parse_request(command, given, now), now)
+
+    from flows.migration_desk import LEDGER_COMMANDS  # noqa: PLC0415 - a migration command
+
+    # The ledger commands touch the control database only: no flow run (Prefect costs
+    # seconds); ``open`` checks the tenant in the platform database and ``close`` publishes the
+    # statement (S3, artifact): both run their flow.
+    if command in LEDGER_COMMANDS:
+        result = run(ledger_body, flows=False, check=check)
+    else:
+        result = run(body, check=check)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     elif "lines" in result:
@@ -174,13 +194,15 @@ def sla_due(
     """Due time of a reaction within N support hours (Mon-Fri 08-18 Berlin, RP holidays off)."""
 
     def body(_settings: Settings) -> dict[str, str]:
+        from billing.errors import RuleViolation  # noqa: PLC0415
         from billing.sla import due_time, parse_hours  # noqa: PLC0415
-        from flows.migration import rules  # noqa: PLC0415
         from kernel.timeparse import parse_instant  # noqa: PLC0415
 
         moment = parse_instant(received, "--received")
-        with rules():
+        try:  # flows.migration.rules(), without the ledger (SQLAlchemy) that module loads
             due = due_time(moment, parse_hours(hours))  # checked before any arithmetic
+        except RuleViolation as err:
+            raise BadInput(str(err)) from err
         return {"received": moment.isoformat(), "hours": hours, "due": due.isoformat()}
 
     result = run(body, flows=False)

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from kernel.errors import BadInput, ExportError
 from kernel.ids import validate_tenant_id
-from kernel.settings import Settings
 from kernel.timeparse import parse_day
 from tenant_export.cliapp import JsonOption, app, echo, run
+
+if TYPE_CHECKING:
+    from kernel.settings import Settings
 
 TenantArgument = Annotated[str, typer.Argument(help="Tenant id.")]
 ByOption = Annotated[str | None, typer.Option("--by", help="Who acts (recorded in the audit "

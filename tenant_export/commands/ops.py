@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kernel.errors import BadInput
-from kernel.settings import Settings
 from tenant_export.cliapp import JsonOption, PortOption, app, run
+
+if TYPE_CHECKING:
+    from kernel.settings import Settings
 
 
 @app.command()

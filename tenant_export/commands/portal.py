@@ -15,11 +15,11 @@ import typer
 
 from kernel.errors import BadInput
 from kernel.ids import validate_tenant_id
-from kernel.settings import Settings
 from kernel.timeparse import parse_duration, shown
 from tenant_export.cliapp import JsonOption, PortOption, app, run
 
 if TYPE_CHECKING:
+    from kernel.settings import Settings
     from storage.tokens import TokenInfo
 
 portal_app = typer.Typer(invoke_without_command=True,
