@@ -224,6 +224,9 @@ def _try_acquire(client: SyncPrefectClient, name: str, tenant_id: str) -> UUID |
     except httpx.HTTPStatusError as err:
         if err.response.status_code == LOCKED:
             return None
+        if err.response.status_code >= 500:  # a busy server (its SQLite locked, say): again
+            raise TransientError(f"the Prefect API could not grant lock {name!r} just now: "
+                                 f"{err}", tenant_id=tenant_id) from err
         raise TerminalError(f"cannot take lock {name!r}: {err}", tenant_id=tenant_id) from err
     except httpx.HTTPError as err:
         raise TransientError(f"cannot reach the Prefect API to take lock {name!r}: {err}",
@@ -272,7 +275,14 @@ def _acquire(name: str, tenant_id: str, wait_seconds: float, holders: LockHolder
     deadline = time.monotonic() + wait_seconds
     with get_client(sync_client=True) as client:
         while True:
-            lease_id = _try_acquire(client, name, tenant_id)
+            try:
+                lease_id = _try_acquire(client, name, tenant_id)
+            except TransientError as err:  # asked again while the wait lasts, then raised
+                if time.monotonic() >= deadline:
+                    raise
+                _log().warning("taking lock %s: %s; asking again", name, err)
+                time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+                continue
             if lease_id is not None:
                 return lease_id
             dead = _take_over(client, holders, name, tenant_id)

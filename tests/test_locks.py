@@ -8,12 +8,14 @@ process, one on another machine, in another PID namespace, after a reboot) keeps
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import UUID
@@ -25,7 +27,7 @@ from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 
 from flows import locks
 from flows.locks import lock_name, proven_dead, tenant_lock, this_process
-from kernel.errors import TenantBusy
+from kernel.errors import TenantBusy, TerminalError, TransientError
 from storage.registry import LockHolder, LockHolders
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,3 +251,39 @@ def test_the_fence_refuses_a_lost_lock(control_url: str) -> None:
             client.release_concurrency_slots_with_lease(lease_id=held.lease_id)
         with pytest.raises(TenantBusy, match="was lost"):
             held.check()
+
+
+class _Refusing:
+    """A Prefect client whose lock requests answer with ``statuses`` in turn, then grant."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.asked = 0
+
+    def increment_concurrency_slots_with_lease(self, **_: object) -> httpx.Response:
+        self.asked += 1
+        request = httpx.Request("POST", "http://prefect/api/v2/concurrency_limits/increment")
+        if self.statuses:
+            response = httpx.Response(self.statuses.pop(0), request=request)
+            raise httpx.HTTPStatusError("refused", request=request, response=response)
+        return httpx.Response(200, request=request, json={
+            "lease_id": str(uuid.uuid4()),
+            "limits": [{"id": str(uuid.uuid4()), "name": "tenant-t-1", "limit": 1}]})
+
+
+def test_a_busy_prefect_server_is_asked_again_not_taken_as_a_refusal(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 503 (the server's SQLite busy, seen at 500 tenants) is asked again while the wait
+    lasts; a 4xx other than 423 stays a refusal; a 503 that outlasts the wait is transient."""
+    busy = _Refusing(503, 503)
+    monkeypatch.setattr(locks, "get_client", lambda **_: contextlib.nullcontext(busy))
+    monkeypatch.setattr(locks, "POLL_SECONDS", 0.01)
+    assert isinstance(locks._acquire("tenant-t-1", "t-1", 5, None), uuid.UUID)
+    assert busy.asked == 3
+
+    with pytest.raises(TerminalError, match="tenant-t-1"):
+        locks._try_acquire(_Refusing(400), "tenant-t-1", "t-1")  # type: ignore[arg-type]
+    always = _Refusing(*[503] * 1000)
+    monkeypatch.setattr(locks, "get_client", lambda **_: contextlib.nullcontext(always))
+    with pytest.raises(TransientError, match="could not grant lock"):
+        locks._acquire("tenant-t-1", "t-1", 0.05, None)
