@@ -83,6 +83,12 @@ class Owned:
             keys = ", ".join(sql.column(p, c) for c in hop.fk.parent_columns)
             inner = self.where(hop.scope, p)
             clause = f"{left} IN (SELECT {keys} FROM {sql.table(hop.parent)} {p} WHERE {inner})"
+            if parts and sql.backend == "sqlite":
+                # Only the first relation may drive an index: given two IN lists over the two
+                # columns of a composite key (group_members), SQLite probes every pair of
+                # their values (12k groups x 120k members). ``(x IN ...) = 1`` is the same test
+                # (IN gives 1, 0 or NULL) that the planner only checks row by row.
+                clause = f"({clause}) = 1"
             if len(scope.hops) > 1 and hop.fk.nullable:
                 clause = "(" + " OR ".join(f"{c} IS NULL" for c in cols) + f" OR {clause})"
             parts.append(clause)
