@@ -12,8 +12,14 @@ a new one is sealed in memory, sent with one PUT and read back, on a small pool,
 chunk is read from the database. An unchanged table uploads nothing.
 
 A table without a primary key is cut by a hash of the whole row; its order is the database's,
-so a change may move more chunks. Chunks are also cut at :data:`MAX_CHUNK_ROWS` rows or about
-:data:`MAX_CHUNK_BYTES` of Arrow data, so memory stays bounded whatever the row sizes.
+so a change may move more chunks. Chunks are also cut at :data:`MAX_CHUNK_ROWS` rows or at
+about :data:`MAX_CHUNK_BYTES` of Arrow data (estimated from each batch's average row: a batch
+of very uneven rows can make a larger chunk); the chunks in flight reserve their bytes from the
+process's transfer budget (``flows.backup_pool.BUFFERS``), shared with the documents.
+
+A chunk is reused only when the active data key sealed it: after a rotation every chunk is
+written once more under the new key. The Parquet footer names the pyarrow version, so an
+upgrade of pyarrow also rewrites every chunk once.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flows.backup_pool import BUFFERS
 from storage import backup_store as layout
 from storage import objects
 from storage.aead import EncryptingWriter, object_associated_data
@@ -44,6 +51,7 @@ CHUNK_BITS = 8
 CHUNK_ROWS = 1 << CHUNK_BITS
 MAX_CHUNK_ROWS = 16 * CHUNK_ROWS
 MAX_CHUNK_BYTES = 4 * 1024 * 1024  # of Arrow data; its Parquet is usually much smaller
+INDEX_CHUNK_LINES = 1024  # index lines per chunk on average (a few hundred KB): fewer GETs
 UPLOADS_IN_FLIGHT = 8
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: the high bits mix every input bit
 _SHIFT = np.uint64(64 - CHUNK_BITS)
@@ -109,7 +117,7 @@ def index_pieces(entries: Iterable[dict[str, Any]], writer: IndexWriter, sink: i
         writer.write(entry)
         lines += 1
         mark = zlib.crc32(repr(entry["document_id"]).encode("utf-8", "surrogatepass"))
-        if mark & (CHUNK_ROWS - 1) == 0 or sink.tell() >= MAX_CHUNK_BYTES:
+        if mark & (INDEX_CHUNK_LINES - 1) == 0 or sink.tell() >= MAX_CHUNK_BYTES:
             yield sink.getvalue(), lines
             sink.seek(0)
             sink.truncate()
@@ -146,8 +154,9 @@ class TableChunks:
         index = documents.get("chunks", []) if isinstance(documents, dict) else []
         for chunk in [*(c for t in manifest.get("tables", []) for c in t.get("chunks", [])),
                       *index]:
-            self.known.setdefault(chunk["blob"], {k: v for k, v in chunk.items()
-                                                  if k not in ("blob", "rows")})
+            if chunk.get("data_key") == self.keys.active:  # else: sealed before a rotation
+                self.known.setdefault(chunk["blob"], {k: v for k, v in chunk.items()
+                                                      if k not in ("blob", "rows")})
 
     def store_table(self, pool: ThreadPoolExecutor, batches: Iterable[pa.RecordBatch],
                     schema: pa.Schema, primary_key: Sequence[str]) -> list[dict[str, Any]]:
@@ -172,12 +181,22 @@ class TableChunks:
             self.known[name] = {}  # claimed; filled in once stored and read back
             in_flight.append(pool.submit(self._put, name, data))
             if len(in_flight) >= UPLOADS_IN_FLIGHT:
-                self._stored(in_flight.pop(0).result())
-        for future in in_flight:
-            self._stored(future.result())
+                self._stored(self._first(in_flight))
+        while in_flight:
+            self._stored(self._first(in_flight))
         for entry in entries:
             entry.update(self.known[entry["blob"]])
         return entries
+
+    @staticmethod
+    def _first(in_flight: list[Future[dict[str, Any]]]) -> dict[str, Any]:
+        """The oldest upload's outcome; on its failure the queued ones are cancelled."""
+        try:
+            return in_flight.pop(0).result()
+        except BaseException:
+            for future in in_flight:
+                future.cancel()
+            raise
 
     def _stored(self, info: dict[str, Any]) -> None:
         name = info.pop("blob")
@@ -187,13 +206,14 @@ class TableChunks:
 
     def _put(self, name: str, data: bytes) -> dict[str, Any]:
         """Seal one chunk in memory, PUT it at its blob name and read it back."""
-        sealed = io.BytesIO()
-        with EncryptingWriter(sealed, self.keys,
-                              object_associated_data(self.tenant_id, BLOB_OBJECT)) as enc:
-            enc.write(data)
-        stored = layout.put(self.store.s3, self.store.bucket,
-                            layout.blob_key(self.tenant_id, name), sealed, self.tenant_id)
+        with BUFFERS.reserve(2 * len(data)):  # the plaintext and its sealed copy
+            sealed = io.BytesIO()
+            with EncryptingWriter(sealed, self.keys,
+                                  object_associated_data(self.tenant_id, BLOB_OBJECT)) as enc:
+                enc.write(data)
+            stored = layout.put(self.store.s3, self.store.bucket,
+                                layout.blob_key(self.tenant_id, name), sealed, self.tenant_id)
         objects.verify(self.store.s3, self.store.bucket, stored, self.tenant_id)
         return {"blob": name, "plaintext_bytes": len(data),
-                "plaintext_sha256": enc.plaintext_sha256,
+                "plaintext_sha256": enc.plaintext_sha256, "data_key": self.keys.active,
                 "ciphertext_bytes": stored.bytes, "ciphertext_sha256": stored.sha256}

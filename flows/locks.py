@@ -224,7 +224,8 @@ def _try_acquire(client: SyncPrefectClient, name: str, tenant_id: str) -> UUID |
     except httpx.HTTPStatusError as err:
         if err.response.status_code == LOCKED:
             return None
-        if err.response.status_code >= 500:  # a busy server (its SQLite locked, say): again
+        if err.response.status_code in (500, 503):  # refused, nothing granted: ask again
+            # (not 502/504: a proxy's timeout may hide a grant, whose lease then runs out)
             raise TransientError(f"the Prefect API could not grant lock {name!r} just now: "
                                  f"{err}", tenant_id=tenant_id) from err
         raise TerminalError(f"cannot take lock {name!r}: {err}", tenant_id=tenant_id) from err

@@ -89,13 +89,15 @@ class _SpooledWriter:
             self._multipart.write(data)
             return
         self._buffer.write(data)
-        if self._buffer.tell() >= SINGLE_PUT_BYTES:  # too large for one PUT: stream the rest
+        if self._buffer.tell() > SINGLE_PUT_BYTES:  # too large for one PUT: stream the rest
             self._multipart = smart_s3.open(
                 self._bucket, self._key, "wb", client=self._client, min_part_size=PART_BYTES,
                 client_kwargs={"S3.Client.create_multipart_upload": {
                     "ContentType": self._content_type}})
             held, self._buffer = self._buffer, None
-            self._multipart.write(held.getvalue())
+            with held.getbuffer() as view:  # no copy: the part buffer is the only other one
+                self._multipart.write(view)
+            held.close()
 
     def close(self) -> None:
         if self._buffer is None:

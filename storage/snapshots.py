@@ -56,13 +56,6 @@ def schema_of(table: dict[str, Any]) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(table["schema"])))
 
 
-class _Discard:
-    """A sink that keeps nothing (the index's first pass only hashes it)."""
-
-    def write(self, data: memoryview) -> None:
-        """Drop ``data``."""
-
-
 @dataclass(frozen=True)
 class SnapshotStore:
     """One backup bucket, read and written in the snapshot format."""

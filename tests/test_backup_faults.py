@@ -38,10 +38,9 @@ from kernel.settings import Settings
 from storage import backup_store as store
 from storage import objects
 from storage.aead import HEADER_BYTES, SEGMENT_SIZE, TAG_BYTES
-from storage.doc_index import INDEX
 from storage.keys import KeyWrapper, parse_master_key
 from storage.retention import RetentionPolicy
-from storage.snapshots import object_name
+from storage.snapshots import BLOB_OBJECT
 from tests import awkward
 from tests.conftest import Platform
 from tests.test_backup_restore import compare_restored
@@ -99,7 +98,8 @@ def manifest_of(ctx: RunContext, tenant_id: str, snapshot_id: str) -> dict[str, 
     """The manifest with its document list read in (from the index since format 3)."""
     dek = ctx.store.data_key(wrapper(), tenant_id, create=False)
     manifest = ctx.store.read_manifest(dek, tenant_id, snapshot_id)
-    return {**manifest, "documents": list(ctx.store.documents(dek, tenant_id, manifest))}
+    return {**manifest, "index": manifest["documents"],
+            "documents": list(ctx.store.documents(dek, tenant_id, manifest))}
 
 
 def blob_of(manifest: dict[str, Any], storage_key: str) -> str:
@@ -219,12 +219,14 @@ def flip_manifest_byte(b: Backed) -> str:
     return key
 
 
-def index_key(tenant_id: str, snapshot_id: str) -> str:
-    return store.snapshot_prefix(tenant_id, snapshot_id) + INDEX
+def index_key(tenant_id: str, manifest: dict[str, Any] | None) -> str:
+    """The object of the index's first chunk (format 4: a blob named by its content)."""
+    assert manifest is not None
+    return store.blob_key(tenant_id, manifest["index"]["chunks"][0]["blob"])
 
 
 def flip_index_byte(b: Backed) -> str:
-    key = index_key("t-1", b.t1)
+    key = index_key("t-1", b.t1_manifest)
     data = bytearray(get(b.platform, key))
     data[-20] ^= 0x01
     put(b.platform, key, bytes(data))
@@ -233,16 +235,16 @@ def flip_index_byte(b: Backed) -> str:
 
 def t2_index_over_t1(b: Backed) -> str:
     assert b.t2 is not None
-    key = index_key("t-1", b.t1)
-    copy_over(b.platform, index_key("t-2", b.t2), key)
+    key = index_key("t-1", b.t1_manifest)
+    copy_over(b.platform, index_key("t-2", b.t2_manifest), key)
     return key
 
 
 def forged_index(b: Backed) -> str:
-    """A valid index of this snapshot (sealed with the tenant's key, under the right name)
+    """A valid index chunk of this tenant (sealed with the tenant's key, at the chunk's name)
     without one document, as a rollback to another version of it would be: it decrypts, and
-    the manifest's count and hash catch it."""
-    key, name = index_key("t-1", b.t1), object_name(b.t1, INDEX)
+    its name and the manifest's count and hash catch it."""
+    key, name = index_key("t-1", b.t1_manifest), BLOB_OBJECT
     ctx = RunContext.open(settings())
     try:
         dek = ctx.store.data_key(wrapper(), "t-1", create=False)
@@ -336,7 +338,7 @@ CHILD = textwrap.dedent("""
 
     from flows import backup, backup_documents
     from flows.context import RunContext
-    from storage import backup_store
+    from storage import backup_store, objects
     from storage.keys import parse_master_key
     from kernel.settings import Settings
 
@@ -357,6 +359,7 @@ CHILD = textwrap.dedent("""
 
     if POINT in ("blob-staged", "mid-blob"):  # the 3 MiB document takes the multipart path
         backup_documents.SMALL_BLOB_BYTES = 1024 * 1024
+        objects.SINGLE_PUT_BYTES = 1024 * 1024
 
     if POINT == "blob-staged":  # a blob is complete in staging/, not yet copied to blobs/
         def copy(*args: object, **kwargs: object) -> None:
@@ -438,18 +441,19 @@ def test_killed_backup_leaves_no_complete_snapshot_and_rerun_recovers(
     assert child.returncode == KILLED, (child.returncode, child.stdout, child.stderr[-3000:])
 
     folders = objects.list_prefixes(platform.s3, bucket, snapshots_prefix)
-    assert len(folders) == 1, folders  # the killed run's folder, named by its snapshot id
-    killed = folders[0].rstrip("/").rsplit("/", 1)[-1]
-    manifest_key = store.snapshot_prefix("t-1", killed) + store.MANIFEST
+    killed = ""
     if point == "committed":
+        assert len(folders) == 1, folders  # the killed run's folder, named by its snapshot id
+        killed = folders[0].rstrip("/").rsplit("/", 1)[-1]
         assert ctx.store.list_snapshots("t-1") == [killed]
         restore.verify_snapshot(ctx, wrapper(), "t-1", killed)
     else:
-        assert ctx.store.list_snapshots("t-1") == []
-        assert store.head(platform.s3, bucket, manifest_key) is None
-        assert keys_under(platform, bucket, store.snapshot_prefix("t-1", killed))  # debris
-        with pytest.raises(BadInput, match="no complete snapshot"):
-            restore.verify_snapshot(ctx, wrapper(), "t-1", killed)
+        # format 4: a snapshot's folder holds only its manifest, written last; a killed run
+        # leaves blobs (chunks, documents) that no manifest names
+        assert folders == [] and ctx.store.list_snapshots("t-1") == []
+        assert keys_under(platform, bucket, store.tenant_prefix("t-1") + "blobs/")  # debris
+        with pytest.raises(BadInput, match="no complete backup snapshot"):
+            restore.verify_snapshot(ctx, wrapper(), "t-1", None)
     if point == "blob-staged":  # the leftovers prune has to clear really are there
         assert keys_under(platform, bucket, staging_prefix)
     if point == "mid-blob":
@@ -467,12 +471,7 @@ def test_killed_backup_leaves_no_complete_snapshot_and_rerun_recovers(
     with tenant_lock("t-1", wait_seconds=30) as held:  # open uploads go only under the lock
         pruned = prune.prune_tenant(ctx, wrapper(), "t-1", RetentionPolicy(), dry_run=False,
                                     now=datetime.now(UTC) + timedelta(days=2), held=held)
-    if point == "committed":
-        assert pruned["incomplete_snapshots_deleted"] == []
-    else:
-        assert pruned["incomplete_snapshots_deleted"] == [killed]
-        assert keys_under(platform, bucket, store.snapshot_prefix("t-1", killed)) == []
-        assert store.head(platform.s3, bucket, manifest_key) is None
+    assert pruned["incomplete_snapshots_deleted"] == []
     assert keys_under(platform, bucket, staging_prefix) == []
     assert open_uploads(platform, bucket, store.tenant_prefix("t-1")) == []
     survivors = ctx.store.list_snapshots("t-1")

@@ -42,19 +42,25 @@ def run_backup() -> backup.BackupSummary:
 
 
 def fixed_cost(platform: Platform, summary: backup.BackupSummary) -> int:
-    """Bytes of the tables, the document index and the manifest of a snapshot: written every
-    night."""
+    """Bytes a night writes besides documents: the manifest, and the chunks of the tables and
+    of the document index that the previous snapshot did not hold (format 4: nothing more on
+    a night on which nothing changed)."""
     ctx = RunContext.open(Settings())
     try:
         dek = ctx.store.data_key(parse_master_key(Settings().master_key_value() or ""), "t-1",
                               create=False)
+        ids = ctx.store.list_snapshots("t-1")
         manifest = ctx.store.read_manifest(dek, "t-1", summary.snapshot_id)
+        before = ctx.store.read_manifest(dek, "t-1", ids[ids.index(summary.snapshot_id) - 1])
     finally:
         ctx.close()
     key = store.snapshot_prefix("t-1", summary.snapshot_id) + store.MANIFEST
     head = platform.s3.head_object(Bucket=platform.backup_bucket, Key=key)
-    return (sum(t["ciphertext_bytes"] for t in manifest["tables"])
-            + manifest["documents"]["ciphertext_bytes"] + head["ContentLength"])
+    held = {c["blob"] for c in before["documents"]["chunks"]}
+    index = sum(c["ciphertext_bytes"] for c in manifest["documents"]["chunks"]
+                if c["blob"] not in held)
+    return sum(t["uploaded_bytes"] for t in manifest["tables"]) + index + int(
+        head["ContentLength"])
 
 
 def test_second_backup_uploads_only_changed_documents(sqlite_platform: Platform) -> None:
@@ -64,6 +70,7 @@ def test_second_backup_uploads_only_changed_documents(sqlite_platform: Platform)
     unchanged = run_backup()
     assert unchanged.blobs_uploaded == 0
     assert unchanged.bytes_uploaded == fixed_cost(sqlite_platform, unchanged)
+    assert unchanged.bytes_uploaded < 20_000  # the manifest alone
     sqlite_platform.s3.put_object(Bucket=sqlite_platform.documents_bucket, Key="t1/bulk/42",
                                   Body=b"changed" * 1000)  # 1 % of the bulk documents
     changed = run_backup()
@@ -100,6 +107,7 @@ def test_prune_keeps_what_the_policy_says_and_every_referenced_blob(
     # daily=3 keeps Nov 12, 11, 10; the newest of the newest week (W46) and of the newest
     # month are Nov 12 again, so nothing else survives
     assert [k[:8] for k in kept] == ["20261110", "20261111", "20261112"]
-    assert len(report["blobs_deleted"]) == 9  # the nightly versions of dup-a no one needs
+    # the nightly versions of dup-a no one needs, and of the index chunk that lists it
+    assert len(report["blobs_deleted"]) == 9 + 9
     for snapshot_id in kept:
         restore.verify_snapshot(ctx, wrapper, "t-1", snapshot_id)  # every blob still there

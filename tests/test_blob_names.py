@@ -200,7 +200,9 @@ def as_version_1(platform: Platform, ctx: RunContext, snapshot_id: str) -> dict[
     described["documents"] = [{k: v for k, v in d.items() if k in V1_DOCUMENT_FIELDS}
                               for d in described["documents"]]
     described.update(version=1, blobs=blobs)
-    platform.s3.delete_object(Bucket=bucket, Key=prefix + INDEX)  # format 1 had none
+    for chunk in ctx.store.read_manifest(keys, "t-1", snapshot_id)["documents"]["chunks"]:
+        platform.s3.delete_object(Bucket=bucket, Key=store.blob_key("t-1", chunk["blob"]))
+    platform.s3.delete_object(Bucket=bucket, Key=prefix + INDEX)  # format 1 had no index
     reseal(prefix + store.MANIFEST, object_name(snapshot_id, store.MANIFEST),
            json.dumps(described, sort_keys=True).encode())
     platform.s3.put_object(Bucket=bucket, Key=store.key_record_key("t-1"),

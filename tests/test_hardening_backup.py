@@ -192,6 +192,7 @@ KILLED_EXPORT = textwrap.dedent("""
 
     from storage import objects
 
+    objects.SINGLE_PUT_BYTES = 1024 * 1024  # the ZIP part streams into a multipart upload
     real_write = objects.HashingSink.write
 
 

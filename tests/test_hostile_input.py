@@ -282,7 +282,8 @@ def test_an_unusable_database_url_is_refused_before_any_flow(
                                    legit, sandbox)]
         if "a Prefect flow" in runner.invoke(app, args).stderr:
             flow_commands.append((name, args))
-    assert {"export", "migration log", "migration close"} <= {n for n, _ in flow_commands}
+    # (migration log answers without a flow since issue 13: it opens only the control database)
+    assert {"export", "migration close"} <= {n for n, _ in flow_commands}
     problems = []
     for variable in ("TENANT_EXPORT_SOURCE_URL", "TENANT_EXPORT_CONTROL_URL"):
         good = os.environ.get(variable)

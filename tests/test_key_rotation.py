@@ -127,9 +127,12 @@ def test_rotation_seals_new_objects_under_the_new_key_and_old_snapshots_restore(
     before, after = manifest(ctx, first.snapshot_id), manifest(ctx, second.snapshot_id)
     prefix = store.snapshot_prefix("t-1", second.snapshot_id)
     assert header_key_id(platform, prefix + store.MANIFEST) == 2  # new objects: the new key
-    assert header_key_id(platform, table_key(before)) == 1
-    # an unchanged table's chunk is reused like an unchanged document's blob: same name, key 1
+    # an unchanged table's chunk keeps its name (names come from data key 1) but is sealed
+    # again under the new key: chunks sealed before a rotation are not reused
     assert table_key(after) == table_key(before)
+    assert header_key_id(platform, table_key(after)) == 2
+    (members,) = [t for t in after["tables"] if t["name"] == "members"]
+    assert members["uploaded_bytes"] > 0 and {c["data_key"] for c in members["chunks"]} == {2}
     new_blob = store.blob_key("t-1", blob_name(after, "t1/passwd"))
     assert header_key_id(platform, new_blob) == 2
     for unchanged in ("t1/report", "t1/dup-a", "t1/abs"):  # names survive the rotation
