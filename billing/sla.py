@@ -21,6 +21,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from functools import cache
+from importlib import util
+from pathlib import Path
+from typing import Any
 
 import holidays
 
@@ -43,8 +46,34 @@ _MICROSECONDS_PER_HOUR = Decimal(3_600_000_000)
 
 
 @cache
+def _germany() -> Any:
+    """The ``holidays`` calendar of Germany alone (issue 13: ``sla due`` answers in a second).
+
+    ``holidays.country_holidays("DE")`` imports ``holidays.countries``, which loads the calendars
+    of all 250 countries (about 0.3 s); the German module is self-contained, so it is loaded by
+    itself. Should a release of ``holidays`` lay its files out otherwise, the public call is used.
+    """
+    package = util.find_spec("holidays")
+    if package is None or package.origin is None:
+        return None
+    spec = util.spec_from_file_location(
+        "billing._holidays_de", Path(package.origin).parent / "countries" / "germany.py")
+    if spec is None or spec.loader is None:
+        return None
+    try:
+        module = util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.Germany
+    except Exception:  # noqa: BLE001 - any surprise: the public call gives the same calendar
+        return None
+
+
+@cache
 def _rp_holidays(year: int) -> frozenset[date]:
     """The RP public holidays of one year, computed once (the ``holidays`` object grows lazily)."""
+    germany = _germany()
+    if germany is not None:
+        return frozenset(germany(subdiv="RP", years=year).keys())
     return frozenset(holidays.country_holidays("DE", subdiv="RP", years=year).keys())
 
 

@@ -9,17 +9,16 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from exporters.csv_writer import DEFAULT_DIALECT
-from exporters.fieldtypes import field_type, is_binary
 from kernel.arrowmeta import META_SOURCE_TYPE, META_STORAGE_CLASSES, META_TYPE_OF
+
+if TYPE_CHECKING:  # Arrow only where a schema is described: reading a manifest needs none
+    import pyarrow as pa
 
 PROFILE = "https://datapackage.org/profiles/2.0/datapackage.json"
 FORMAT_VERSION = "1.2"
-CSV_DIALECT = DEFAULT_DIALECT.to_descriptor()  # packages written without a recorded dialect
 XLSX_MEDIATYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # kind of a non-table file -> (format, mediatype); each is a ``"type": "file"`` resource
 FILE_KINDS = {
@@ -54,6 +53,8 @@ class FileRecord:
 
 def table_schema(schema: pa.Schema, primary_key: tuple[str, ...]) -> dict[str, Any]:
     """A Frictionless Table Schema for an Arrow schema produced by the sources."""
+    from exporters.fieldtypes import field_type, is_binary  # noqa: PLC0415 - Arrow
+
     fields = []
     for arrow in schema:
         metadata = arrow.metadata or {}
@@ -102,6 +103,14 @@ def index_schema(schema: pa.Schema) -> dict[str, Any]:
         if descriptor["name"] == "status":
             descriptor["constraints"] = {"enum": ["ok", "missing"]}
     return result
+
+
+@cache
+def _csv_dialect() -> dict[str, Any]:
+    """The dialect of packages written without a recorded one (the writer's default)."""
+    from exporters.csv_writer import DEFAULT_DIALECT  # noqa: PLC0415 - Arrow and numpy
+
+    return DEFAULT_DIALECT.to_descriptor()
 
 
 def _resource_name(path: str, used: set[str]) -> str:
@@ -177,7 +186,7 @@ def _table_resource(record: FileRecord, by_table: dict[str, tuple[str, FileRecor
         schema = {**schema, "foreignKeys": inside}
     resource: dict[str, Any] = {
         "type": "table", "format": "csv", "mediatype": "text/csv", "encoding": "utf-8",
-        "dialect": record.dialect or CSV_DIALECT, "rows": record.rows, "schema": schema,
+        "dialect": record.dialect or _csv_dialect(), "rows": record.rows, "schema": schema,
     }
     if record.kind == "table" and record.table is not None:
         resource["x-source-table"] = record.table

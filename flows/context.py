@@ -11,16 +11,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from kernel.settings import Settings
 from sources.catalog import Catalog, CatalogConfig, discover
-from sources.database import Snapshot, open_engine
 from sources.tenants import TenantRef, tenant_key
 from storage.s3 import make_client
-from storage.snapshots import SnapshotStore
+
+if TYPE_CHECKING:  # Arrow: loaded by the runs that read a database or a snapshot (issue 13)
+    from sources.database import Snapshot
+    from storage.snapshots import SnapshotStore
 
 _current: ContextVar[Settings | None] = ContextVar("tenant_export_settings", default=None)
 
@@ -57,6 +59,8 @@ class S3Context:
     @property
     def store(self) -> SnapshotStore:
         """The backup bucket in the snapshot format."""
+        from storage.snapshots import SnapshotStore  # noqa: PLC0415 - Arrow, when asked for
+
         return SnapshotStore(self.s3, self.settings.backup_bucket)
 
 
@@ -70,6 +74,8 @@ class RunContext(S3Context):
     @classmethod
     def open(cls, settings: Settings) -> RunContext:
         """Reach the database and read its catalog; S3 is checked by the steps that need it."""
+        from sources.database import open_engine  # noqa: PLC0415 - Arrow, when asked for
+
         config = CatalogConfig.load(settings.catalog)
         engine = open_engine(settings.resolved_source_url())
         try:
@@ -84,11 +90,15 @@ class RunContext(S3Context):
         """The tenant as stored (``.id`` is the id every prefix, lock and artifact must use:
         ``ACME`` under a case-insensitive collation is ``acme``), or ``UnknownTenant`` (exit 2)
         before anything is written."""
+        from sources.database import Snapshot  # noqa: PLC0415 - Arrow, when asked for
+
         with Snapshot(self.engine) as snap:
             return tenant_key(self.catalog, snap, tenant_id)
 
     def snapshot(self) -> Snapshot:
         """A read snapshot with the batch bounds of the settings."""
+        from sources.database import Snapshot  # noqa: PLC0415 - Arrow, when asked for
+
         return Snapshot(self.engine, batch_rows=self.settings.batch_rows,
                         batch_bytes=self.settings.batch_bytes)
 

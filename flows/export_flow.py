@@ -29,7 +29,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from exporters.datapackage import FileRecord
 from flows import export_report as report
-from flows import packaging
+from flows import package_links, packaging
 from flows.context import RunContext, S3Context, current_settings
 from flows.export_form import ExportRequest
 from flows.forms import LinkTtl, OptionalExportId, TenantId, form_field
@@ -144,7 +144,7 @@ def offboarding_export(request: ExportRequest) -> dict[str, Any]:
     return result.model_dump(mode="json")
 
 
-def _export(run: _Run) -> packaging.ExportResult:
+def _export(run: _Run) -> package_links.ExportResult:
     """Check, stage, verify and publish under the tenant lock; then links and the notice."""
     logger, settings, request = get_run_logger(), run.settings, run.request
     ctx = RunContext.open(settings)
@@ -177,21 +177,22 @@ def _export(run: _Run) -> packaging.ExportResult:
                     logger.error("could not clean up export %s after %s: %s", export_id,
                                  type(failure).__name__, cleanup)
                 raise
-        result = packaging.mint_links(ctx, run.tenant, export_id, created.isoformat(), manifest,
-                                      records, request.ttl_seconds, archive=archived.archive,
-                                      expires_at=options.links_expire_at)
+        result = package_links.mint_links(ctx, run.tenant, export_id, created.isoformat(),
+                                          manifest, records, request.ttl_seconds,
+                                          archive=archived.archive,
+                                          expires_at=options.links_expire_at)
         result.notice = (report.notify_contacts(ctx, settings, result, created)
-                         if request.notify else packaging.Notice(
+                         if request.notify else package_links.Notice(
                              sent=False, recipients=0, reason=report.NOT_ASKED))
     finally:
         ctx.close()
     return result
 
 
-def _log(result: packaging.ExportResult) -> None:
+def _log(result: package_links.ExportResult) -> None:
     """Sizes and hashes, links redacted (a link is a bearer secret); what the client sees."""
     logger = get_run_logger()
-    for line in packaging.iter_redacted(result):
+    for line in package_links.iter_redacted(result):
         logger.info(line)
     if result.documents_missing:
         logger.warning("%d document(s) of tenant %s listed as missing: %s",
@@ -238,7 +239,7 @@ def export_links(
     except BadInput as err:
         raise BadInput(str(err), tenant_id=tenant_id) from err
     settings = current_settings()
-    result = packaging.fresh_links(S3Context.open(settings), tenant_id, export_id, ttl)
+    result = package_links.fresh_links(S3Context.open(settings), tenant_id, export_id, ttl)
     audit(settings, AuditKind.LINKS_MINTED, tenant_id, current_actor(requested_by or None),
           export_id=result.export_id, link_ttl_seconds=ttl, files_count=len(result.files))
     create_markdown_artifact(key=report.result_key(tenant_id), markdown=report.result_markdown(

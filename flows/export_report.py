@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flows.context import RunContext
-from flows.packaging import ExportResult, Notice
+from flows.package_links import ExportResult, Notice
 from kernel.errors import ExportError
 from kernel.ids import artifact_key
 from kernel.settings import Settings

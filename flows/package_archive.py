@@ -15,13 +15,15 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
-from exporters.archive import ArchiveEntry, write_archive
 from exporters.datapackage import FileRecord
 from kernel.errors import VerificationFailed
 from storage import objects
 from storage.backup_store import chunks, head
+
+if TYPE_CHECKING:  # the ZIP writer (and Arrow behind it) only where an archive is written
+    from exporters.archive import ArchiveEntry
 
 ARCHIVE_INFO = "x-archive.json"  # size, SHA-256 and ETag of the archive, for ``links``
 
@@ -53,6 +55,8 @@ def archive_package(s3: Any, bucket: str, prefix: str, tenant_id: str, export_id
         VerificationFailed: a file (or the archive) does not read back as written; the
             archive upload is discarded.
     """
+    from exporters.archive import ArchiveEntry, write_archive  # noqa: PLC0415
+
     name = archive_name(tenant_id, export_id)
     manifest: list[bytes] = []
 

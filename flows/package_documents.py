@@ -32,6 +32,7 @@ from exporters.documents import (
 )
 from exporters.xlsx_writer import XlsxTableWriter
 from flows.fetch_pool import FetchLimits, ReadAhead
+from flows.package_retained import MISSING_FIELD, SHARED_FIELD
 from flows.package_tables import CSV_TYPE, XLSX_TYPE, Sink
 from sources.catalog import Catalog
 from sources.database import Snapshot
@@ -41,8 +42,6 @@ from storage.objects import HashingSink
 
 INDEX_PATH = "documents/index.csv"
 INDEX_WORKBOOK = "documents/index.xlsx"
-MISSING_FIELD = "x-missing-documents"  # on index.csv: [{"document_id", "reason"}]
-SHARED_FIELD = "x-shared-keys"  # on index.csv: [{"document_id", "storage_key"}]
 UPLOADED_COLUMNS = ("uploaded_at",)  # the documents table's column holding the upload date
 
 

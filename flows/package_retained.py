@@ -25,7 +25,9 @@ from storage.s3 import require_bucket
 
 MANIFEST = "datapackage.json"
 ETAG_FIELD = "x-etag"  # the object's S3 ETag when the package was published
-KEPT_FIELDS = (ETAG_FIELD, "x-missing-documents", "x-shared-keys")
+MISSING_FIELD = "x-missing-documents"  # on index.csv: [{"document_id", "reason"}]
+SHARED_FIELD = "x-shared-keys"  # on index.csv: [{"document_id", "storage_key"}]
+KEPT_FIELDS = (ETAG_FIELD, MISSING_FIELD, SHARED_FIELD)
 
 
 @dataclass(frozen=True)

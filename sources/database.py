@@ -17,24 +17,20 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from kernel.dburl import describe_url, driver_errors, error_reason, normalize_url
 from kernel.errors import SourceUnavailable, TransientError
-from sources.arrow_types import (
-    ColumnMapping,
-    arrow_field,
-    companion_field,
-    postgres_mapping,
-    sqlite_mapping,
-)
-from sources.rowbatch import bounded_batches, to_batch
 from sources.scoping import Owned, Sql, unowned_counts
 from sources.tables import Place, TablePlan, TenantRef
+
+if TYPE_CHECKING:  # Arrow only where rows become batches: opening and probing need none
+    import pyarrow as pa
+
+    from sources.arrow_types import ColumnMapping
 
 DEFAULT_BATCH_BYTES = 64 * 1024**2
 
@@ -163,6 +159,8 @@ class Snapshot(AbstractContextManager["Snapshot"]):
     def batches(self, sql: str, params: Sequence[object], what: str
                 ) -> Generator[list[tuple[Any, ...]], None, None]:
         """The rows of a statement in batches bounded by rows and bytes, lazily."""
+        from sources.rowbatch import bounded_batches  # noqa: PLC0415 - Arrow, when read
+
         cursor: Any = None
         try:
             if self.is_sqlite:
@@ -251,6 +249,11 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         ``tenant_id`` is the tenant's :class:`TenantRef` (or its bare stored key); ``schema``
         only places a plan built without one.
         """
+        import pyarrow as pa  # noqa: PLC0415 - Arrow, when read
+
+        from sources.arrow_types import arrow_field, companion_field  # noqa: PLC0415
+        from sources.rowbatch import to_batch  # noqa: PLC0415
+
         tenant = TenantRef.of(tenant_id)
         mappings = self._mappings(plan, tenant, schema)
         taken = {c.name for c in plan.columns}
@@ -281,6 +284,8 @@ class Snapshot(AbstractContextManager["Snapshot"]):
 
     def _mappings(self, plan: TablePlan, tenant: TenantRef, schema: str | None
                   ) -> list[ColumnMapping]:
+        from sources.arrow_types import postgres_mapping, sqlite_mapping  # noqa: PLC0415
+
         if not self.is_sqlite:
             return [postgres_mapping(c.declared) for c in plan.columns]
         if not plan.columns:

@@ -9,12 +9,16 @@ the integer 7) is no alias: it is refused.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kernel.errors import BadInput, UnknownTenant
 from kernel.ids import validate_tenant_id
 from sources.catalog import Catalog
-from sources.database import Snapshot
 from sources.reflect import schema_name
 from sources.tables import Place, TableInfo, TenantRef
+
+if TYPE_CHECKING:  # handed in by the caller: Arrow stays out of a plain lookup's imports
+    from sources.database import Snapshot
 
 __all__ = ["TenantRef", "all_tenants", "tenant_key"]
 

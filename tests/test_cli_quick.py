@@ -94,7 +94,9 @@ def test_reads_and_ledger_commands_run_no_flow(sqlite_platform: Platform,
     assert json.loads(out) == list_snapshots("t-1")  # what the backup_snapshots flow says
     assert json.loads(out) == ["20261126T023000Z-0a1b2c3d"]
 
-    code, out, err, loaded = _quick(env, "links", "t-1", "--link-ttl", "2h", "--json")
+    # links: S3 only, and neither Arrow nor the export writers (flows.package_links)
+    code, out, err, loaded = _quick(env, "links", "t-1", "--link-ttl", "2h", "--json",
+                                    watch=("prefect", "pyarrow", "numpy", "flows.packaging"))
     assert (code, loaded) == (0, []), err
     links = json.loads(out)
     assert links["export_id"] == export["export_id"]

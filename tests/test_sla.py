@@ -102,6 +102,17 @@ def test_rp_holidays_only() -> None:
     assert not is_support_day(date(2027, 11, 1))  # All Saints' Day, Monday, RP holiday
 
 
+def test_the_german_calendar_alone_gives_the_public_calendar() -> None:
+    import holidays
+
+    from billing import sla
+
+    assert sla._germany() is not None  # the fast path (issue 13), not the fallback
+    for year in range(1990, 2061):
+        assert sla._rp_holidays(year) == frozenset(
+            holidays.country_holidays("DE", subdiv="RP", years=year).keys()), year
+
+
 @pytest.mark.parametrize(
     ("received", "hours", "expected"),
     [

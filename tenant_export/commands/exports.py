@@ -95,7 +95,7 @@ def links(
             validate_export_id(export_id)
         from flows.context import S3Context  # noqa: PLC0415
         from flows.observe import audit, current_actor  # noqa: PLC0415
-        from flows.packaging import fresh_links  # noqa: PLC0415
+        from flows.package_links import fresh_links  # noqa: PLC0415
         from storage.audit import AuditKind  # noqa: PLC0415
 
         # No flow run (Prefect costs seconds): what the export_links flow does, but its result
