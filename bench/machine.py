@@ -11,6 +11,7 @@ import platform
 import sqlite3
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -53,6 +54,48 @@ def _git(root: Path) -> str:
     return head.stdout.strip() + (f" + {changed} changed files" if changed else "")
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (every process, all cores)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+class LoadSampler:
+    """The 1-minute load average every few seconds while something runs."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.samples: list[float] = []
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self.samples.append(os.getloadavg()[0])
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        return {"load_before": round(self.samples[0], 2), "load_after": round(self.samples[-1], 2),
+                "load_mean": round(sum(self.samples) / len(self.samples), 2),
+                "load_max": round(max(self.samples), 2)}
+
+
 @dataclass
 class Machine:
     """What ran where; ``loads`` are the 1-minute load averages sampled during the run."""
@@ -70,8 +113,7 @@ class Machine:
 
     @property
     def cores(self) -> int:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
+        return cores()
 
     def short(self) -> str:
         """One line for a section's stamp."""

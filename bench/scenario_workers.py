@@ -49,7 +49,6 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,58 +58,14 @@ from typing import Any
 
 from bench import harness, pipeline, platforms
 from bench.context import PYCACHE, ROOT
+from bench.machine import LoadSampler, busy_cpu_s, cores
 from bench.platforms import Size
 from bench.s3stack import S3Stack
+from bench.workers_report import overhead, report
 
 SIZE = Size(rows=30, documents=2, blob_bytes=1024)
 """A tiny tenant, as in scenario 5 (``bench/scenario_fanout.py``)."""
 DOCS_BUCKET = "docs-workers"
-TARGET_MS = 50.0
-"""Issue 10: at most 50 ms of orchestration per tenant at 1,000 tenants."""
-
-
-# -- the machine ------------------------------------------------------------------------------
-
-
-def busy_cpu_s() -> float:
-    """CPU seconds the whole machine has been busy since boot (every process, all cores)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-
-
-class LoadSampler:
-    """The 1-minute load average every few seconds while something runs."""
-
-    def __init__(self, every: float = 5.0) -> None:
-        self.samples: list[float] = []
-        self._every = every
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            self.samples.append(os.getloadavg()[0])
-
-    def __enter__(self) -> LoadSampler:
-        self.samples.append(os.getloadavg()[0])
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.samples.append(os.getloadavg()[0])
-
-    def summary(self) -> dict[str, float]:
-        return {"load_before": round(self.samples[0], 2), "load_after": round(self.samples[-1], 2),
-                "load_mean": round(sum(self.samples) / len(self.samples), 2),
-                "load_max": round(max(self.samples), 2)}
 
 
 # -- the services ------------------------------------------------------------------------------
@@ -436,55 +391,6 @@ def plain_shard(out: Path, index: int, count: int) -> int:
                                "failed": failed, "start": t0, "end": time.monotonic()}),
                    encoding="utf-8")
     return 0
-
-
-# -- the report ----------------------------------------------------------------------------------
-
-
-def overhead(nightly: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
-    n = nightly["tenants"]
-    night_cpu = nightly["cpu_workers_and_runs_s"] + nightly["cpu_server_s"]
-    plain_cpu = baseline["cpu_processes_s"] + baseline["cpu_server_s"]
-    failed = int(nightly.get("failed_tenants") or 0) + int(baseline.get("failed_tenants") or 0)
-    return {"valid": failed <= n // 100,  # a side whose tenants failed fast did less work
-            "wall_ms_per_tenant": round((nightly["wall_s"] - baseline["wall_s"]) / n * 1000, 1),
-            "cpu_ms_per_tenant": round((night_cpu - plain_cpu) / n * 1000, 1),
-            "server_cpu_ms_per_tenant": round(
-                (nightly["cpu_server_s"] - baseline["cpu_server_s"]) / n * 1000, 1),
-            "night_cpu_s": round(night_cpu, 1), "plain_cpu_s": round(plain_cpu, 1)}
-
-
-def report(results: list[dict[str, Any]]) -> None:
-    print("\n| | " + " | ".join(f"{r['night']['workers']} worker(s)" for r in results) + " |")
-    print("|---|" + "---|" * len(results))
-
-    def row(label: str, cells: list[str]) -> None:
-        print(f"| {label} | " + " | ".join(cells) + " |")
-
-    row("night wall (shards)", [f"{r['night']['wall_s']:.0f} s ({r['night']['shards']})"
-                                for r in results])
-    row("plain wall (processes)", [f"{r['plain']['wall_s']:.0f} s ({r['plain']['processes']})"
-                                   for r in results])
-    row("failed tenants (night / plain)", [
-        f"{r['night']['failed_tenants']} / {r['plain']['failed_tenants']}"
-        + ("" if r["overhead"]["valid"] else " INVALID") for r in results])
-    row("overhead per tenant, wall", [f"{r['overhead']['wall_ms_per_tenant']:.0f} ms"
-                                      for r in results])
-    row("overhead per tenant, CPU", [f"{r['overhead']['cpu_ms_per_tenant']:.0f} ms"
-                                     for r in results])
-    row("overhead per tenant, Prefect server CPU alone", [
-        f"{r['overhead']['server_cpu_ms_per_tenant']:.0f} ms" for r in results])
-    row("server CPU (night / plain)", [
-        f"{r['night']['cpu_server_s']:.0f} s / {r['plain']['cpu_server_s']:.0f} s"
-        for r in results])
-    row("Prefect DB after the night", [f"{r['night']['prefect_db']['db_mib']:.1f} MiB"
-                                       for r in results])
-    row("load mean (night / plain)", [
-        f"{r['night']['load_mean']:.1f} / {r['plain']['load_mean']:.1f}" for r in results])
-    row("others' CPU s (night / plain)", [
-        f"{r['night']['cpu_others_s']:.0f} / {r['plain']['cpu_others_s']:.0f}"
-        for r in results])
-    print(f"\ntarget (issue 10): at most {TARGET_MS:g} ms of orchestration per tenant")
 
 
 def main(argv: list[str] | None = None) -> int:
