@@ -69,6 +69,8 @@ class BackupSummary:
     seconds: float = 0.0
     data_key: int = 0  # the data key that sealed this snapshot's new objects
     documents_survey: str = ""  # "listing" (one request per 1,000) or "head" (one each)
+    packs_uploaded: int = 0  # packs of small blobs written (format 5)
+    packs_retired: int = 0  # earlier packs used in part whose blobs in use were packed again
     tables: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -113,11 +115,12 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
                                       ctx.catalog.config.documents, tenant_id))
         # late-bound: tests replace this module's checkpoint to kill the run mid-transfer
         at = lambda name: checkpoint(name)  # noqa: E731, PLW0108
-        counts = Documents(ctx, keys, tenant_id, scratch, at).run()
+        counts = Documents(ctx, keys, tenant_id, snapshot_id, scratch, at).run()
         summary.documents, summary.documents_missing = counts.documents, counts.missing
         summary.blobs_uploaded, summary.blobs_renamed = counts.uploaded, counts.renamed
         summary.bytes_uploaded += counts.bytes
         summary.documents_survey = "listing" if counts.listed else "head"
+        summary.packs_uploaded, summary.packs_retired = counts.packs, counts.packs_retired
         checkpoint("before-verify")  # every chunk and blob written is read back already
         index = _write_index(chunks, scratch)
     summary.bytes_uploaded += index.pop("uploaded_bytes")

@@ -7,8 +7,9 @@ recorded. An unchanged document costs no request at all. Where the catalog gives
 per-tenant prefix (``keys_tenant_scoped = false``), a listing would cover other tenants'
 files, so each document gets a HEAD instead, run concurrently.
 
-A new or changed document is read once and sealed; a small one (up to ``SMALL_BLOB_BYTES``)
-is sealed in memory and stored with one PUT at its blob name, a larger one streams into a
+A new or changed document is read once and sealed; a small one (up to ``PACKED_BLOB_BYTES``
+sealed) joins a pack of many (:mod:`flows.backup_packs`: one PUT per pack), a medium one (up to
+``SMALL_BLOB_BYTES``) is stored with one PUT at its blob name, a larger one streams into a
 multipart upload under ``staging/`` and is copied server-side to its name once its content
 (hence its name) is known. Either way the blob is read back before the snapshot can commit,
 unless this run already stored it or the previous snapshot vouches for it (a name is claimed
@@ -25,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Any
 
+from flows import backup_packs
+from flows.backup_packs import Packer, should_retire
 from flows.backup_pool import BUFFERS, run_bounded
 from flows.backup_scratch import PAGE, Planned, Scratch
 from flows.context import RunContext
@@ -65,6 +68,8 @@ class Counts:
     renamed: int = 0
     bytes: int = 0
     listed: bool = False  # the bucket was listed (False: one HEAD per document)
+    packs: int = 0  # packs written (format 5)
+    packs_retired: int = 0  # packs of earlier snapshots whose blobs in use were packed again
 
     def apply(self, outcome: Outcome) -> None:
         """Count one finished document."""
@@ -78,8 +83,8 @@ class Counts:
 class Documents:
     """The documents phase of one tenant's backup (the platform snapshot is already closed)."""
 
-    def __init__(self, ctx: RunContext, keys: DataKeys, tenant_id: str, scratch: Scratch,
-                 checkpoint: Callable[[str], None]) -> None:
+    def __init__(self, ctx: RunContext, keys: DataKeys, tenant_id: str, snapshot_id: str,
+                 scratch: Scratch, checkpoint: Callable[[str], None]) -> None:
         self.ctx, self.keys, self.tenant_id, self.scratch = ctx, keys, tenant_id, scratch
         self.checkpoint = checkpoint
         self.docs_bucket = ctx.settings.documents_bucket
@@ -88,13 +93,18 @@ class Documents:
         self.workers = ctx.settings.fetch_concurrency
         self._entries: list[tuple[int, dict[str, Any]]] = []  # written to scratch in pages
         self._reused: list[tuple[str, dict[str, Any]]] = []
+        self.packer = Packer(ctx.s3, self.bucket, tenant_id, snapshot_id, scratch.record,
+                             checkpoint)
 
     def run(self) -> Counts:
         """Survey the bucket, then store every new or changed document, entries in order."""
         with ThreadPoolExecutor(self.workers, thread_name_prefix="backup-doc") as pool:
             self._survey(pool)
+            self.counts.packs_retired = len(self.scratch.retire_packs(should_retire))
             run_bounded(pool, (self._job(p) for p in self.scratch.plan()), self._done,
                         2 * self.workers)
+        self.packer.close()
+        self.counts.packs = self.packer.packs
         self._flush()
         return self.counts
 
@@ -172,7 +182,8 @@ class Documents:
                        uploaded=uploaded, bytes=sent)
 
     def _put_small(self, chunks: Iterable[bytes]) -> tuple[str, int, int, int]:
-        """Seal in memory, then one PUT at the blob's name: (sha256, size, uploaded, bytes)."""
+        """Seal in memory, then into a pack, or one PUT at the blob's name if it is too large
+        for a pack: (sha256, size, uploaded, bytes)."""
         buffer = io.BytesIO()
         with EncryptingWriter(buffer, self.keys,
                               object_associated_data(self.tenant_id, BLOB_OBJECT)) as sealer:
@@ -182,6 +193,9 @@ class Documents:
         name = self.keys.blob_name(self.tenant_id, sha)
         if not self.scratch.claim(name):
             return sha, size, 0, 0
+        if buffer.tell() <= backup_packs.PACKED_BLOB_BYTES:
+            self.packer.add(name, buffer.getvalue(), size)
+            return sha, size, 1, buffer.tell()
         stored = layout.put(self.ctx.s3, self.bucket, layout.blob_key(self.tenant_id, name),
                             buffer, self.tenant_id)
         self.checkpoint("blob-written")

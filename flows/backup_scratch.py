@@ -15,7 +15,7 @@ import itertools
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,13 +33,17 @@ CREATE TABLE previous (storage_key TEXT, etag TEXT, size INTEGER, blob TEXT NOT 
                        sha256 TEXT NOT NULL, PRIMARY KEY (storage_key, etag, size))
                        WITHOUT ROWID;
 CREATE TABLE known (blob TEXT PRIMARY KEY, plaintext_bytes INTEGER, ciphertext_bytes INTEGER,
-                    ciphertext_sha256 TEXT) WITHOUT ROWID;
+                    ciphertext_sha256 TEXT, pack TEXT, pack_offset INTEGER, pack_blobs INTEGER)
+                    WITHOUT ROWID;
 CREATE TABLE blobs (blob TEXT PRIMARY KEY, plaintext_bytes INTEGER, ciphertext_bytes INTEGER,
-                    ciphertext_sha256 TEXT) WITHOUT ROWID;
+                    ciphertext_sha256 TEXT, pack TEXT, pack_offset INTEGER, pack_blobs INTEGER)
+                    WITHOUT ROWID;
 CREATE TABLE entries (seq INTEGER PRIMARY KEY, document_id TEXT NOT NULL, storage_key TEXT,
                       status TEXT NOT NULL, etag TEXT, size INTEGER, blob TEXT, sha256 TEXT);
 """
-BLOB_INFO = ("plaintext_bytes", "ciphertext_bytes", "ciphertext_sha256")
+BLOB_INFO = ("plaintext_bytes", "ciphertext_bytes", "ciphertext_sha256", "pack", "pack_offset",
+             "pack_blobs")  # a blob's sizes, hash and, when packed (format 5), its place
+_INFO_SLOTS = ", ".join("?" * len(BLOB_INFO))
 
 
 @dataclass(frozen=True)
@@ -121,13 +125,32 @@ class Scratch:
         """The previous snapshot's entries whose blob its manifest vouches for."""
         vouched = (e for e in entries if e.get("blob") and e.get("listed"))
         while batch := list(itertools.islice(vouched, PAGE)):  # one pass, two tables
-            self._many("INSERT OR IGNORE INTO known VALUES (?, ?, ?, ?)",
+            self._many(f"INSERT OR IGNORE INTO known VALUES (?, {_INFO_SLOTS})",
                        ((e["blob"], *(e.get(k) for k in BLOB_INFO)) for e in batch))
             self._many("INSERT OR IGNORE INTO previous VALUES (?, ?, ?, ?, ?)",
                        ((e["storage_key"], e["etag"], e["size"], e["blob"],
                          e.get("sha256") or e["blob"])  # format 1: the name is the SHA-256
                         for e in batch
                         if None not in (e.get("storage_key"), e.get("etag"), e.get("size"))))
+
+    def retire_packs(self, retire: Callable[[str, int, int], bool]) -> list[str]:
+        """Packs this snapshot would reuse only in part that ``retire(pack, members, used)``
+        says to rewrite. Their blobs are forgotten here, so the documents still using them are
+        read and packed again; the old pack is deleted by prune with the last snapshot naming
+        it (docs/backup-format.md, section 9.2.3). Call after the survey, before the plan."""
+        used = self._one(
+            "SELECT k.pack, k.pack_blobs, count(DISTINCT p.blob) FROM rows r "
+            "JOIN bucket b ON b.key = r.storage_key JOIN previous p "
+            "ON p.storage_key = r.storage_key AND p.etag = b.etag AND p.size = b.size "
+            "JOIN known k ON k.blob = p.blob WHERE k.pack IS NOT NULL GROUP BY k.pack")
+        retired = [pack for pack, members, n in used
+                   if members is not None and n < members and retire(pack, members, n)]
+        for pack in retired:
+            with self._lock:
+                self._db.execute("DELETE FROM previous WHERE blob IN "
+                                 "(SELECT blob FROM known WHERE pack = ?)", (pack,))
+                self._db.execute("DELETE FROM known WHERE pack = ?", (pack,))
+        return retired
 
     # -- the join ------------------------------------------------------------------------------
 
@@ -136,8 +159,8 @@ class Scratch:
         last = 0
         while page := self._one(
                 "SELECT r.seq, r.document_id, r.storage_key, b.key IS NOT NULL, b.etag, "
-                "b.size, p.blob, p.sha256, k.plaintext_bytes, k.ciphertext_bytes, "
-                "k.ciphertext_sha256 FROM rows r LEFT JOIN bucket b ON b.key = r.storage_key "
+                "b.size, p.blob, p.sha256, " + ", ".join(f"k.{c}" for c in BLOB_INFO) +
+                " FROM rows r LEFT JOIN bucket b ON b.key = r.storage_key "
                 "LEFT JOIN previous p ON p.storage_key = r.storage_key AND p.etag = b.etag "
                 "AND p.size = b.size LEFT JOIN known k ON k.blob = p.blob "
                 "WHERE r.seq > ? ORDER BY r.seq LIMIT ?", (last, PAGE)):
@@ -164,14 +187,13 @@ class Scratch:
 
     def adopt(self, reused: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Blobs the previous snapshot stored, referenced again as they are."""
-        self._many("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)",
+        self._many(f"INSERT OR IGNORE INTO blobs VALUES (?, {_INFO_SLOTS})",
                    ((blob, *(info.get(k) for k in BLOB_INFO)) for blob, info in reused))
 
     def record(self, blob: str, info: dict[str, Any]) -> None:
         """Sizes and ciphertext hash of a blob this run wrote (or renamed)."""
-        self._one("UPDATE blobs SET plaintext_bytes = ?, ciphertext_bytes = ?, "
-                  "ciphertext_sha256 = ? WHERE blob = ?",
-                  (*(info.get(k) for k in BLOB_INFO), blob))
+        self._one("UPDATE blobs SET " + ", ".join(f"{c} = ?" for c in BLOB_INFO) +
+                  " WHERE blob = ?", (*(info.get(k) for k in BLOB_INFO), blob))
 
     def add_entries(self, entries: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """This snapshot's entries, by row ``seq``."""
@@ -182,11 +204,11 @@ class Scratch:
     def entries(self) -> Iterator[dict[str, Any]]:
         """This snapshot's entries in row order, each with its blob's sizes and hash."""
         names = ("document_id", "storage_key", "status", "etag", "size", "blob", "sha256",
-                 "ciphertext_bytes", "ciphertext_sha256")
+                 *BLOB_INFO[1:])
         last = 0
         while page := self._one(
                 "SELECT e.seq, e.document_id, e.storage_key, e.status, e.etag, e.size, e.blob, "
-                "e.sha256, b.ciphertext_bytes, b.ciphertext_sha256 FROM entries e "
+                "e.sha256, " + ", ".join(f"b.{c}" for c in BLOB_INFO[1:]) + " FROM entries e "
                 "LEFT JOIN blobs b ON b.blob = e.blob WHERE e.seq > ? ORDER BY e.seq LIMIT ?",
                 (last, PAGE)):
             for row in page:

@@ -297,9 +297,7 @@ class _Documents:
             with objects.upload(self.ctx.s3, self.bucket, staged,
                                 tenant_id=self.tenant_id) as out:
                 try:
-                    for piece in self.ctx.store.decrypt_object(
-                            self.dek, self.tenant_id, layout.blob_key(self.tenant_id, blob),
-                            BLOB_OBJECT):
+                    for piece in self.ctx.store.blob_plaintext(self.dek, self.tenant_id, doc):
                         out.write(piece)
                 except VerificationFailed as err:
                     raise VerificationFailed(f"{what}: {err}; nothing was restored",

@@ -97,15 +97,21 @@ def verify_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str,
                         _check_plain, ctx, dek, tenant_id,
                         layout.blob_key(tenant_id, chunk["blob"]), BLOB_OBJECT,
                         chunk["plaintext_bytes"], chunk["plaintext_sha256"])
+        packs: dict[str, list[dict[str, Any]]] = {}  # format 5: each pack read once, whole
         for doc in store.documents(dek, tenant_id, manifest):
             documents += 1
             blob = doc.get("blob")
             if blob and blob not in seen:
                 seen.add(blob)
                 checked += 1
+                if doc.get("pack"):
+                    packs.setdefault(doc["pack"], []).append(doc)
+                    continue
                 yield functools.partial(
                     _check_plain, ctx, dek, tenant_id, layout.blob_key(tenant_id, blob),
                     BLOB_OBJECT, doc.get("plaintext_bytes"), doc.get("sha256") or blob)
+        for pack, members in packs.items():
+            yield functools.partial(_check_pack, ctx, dek, tenant_id, pack, members)
 
     workers = ctx.settings.fetch_concurrency  # objects are read back concurrently, bounded
     with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
@@ -126,6 +132,19 @@ def _check_plain(ctx: S3Context, dek: Keys, tenant_id: str, key: str, name: str,
         raise VerificationFailed(
             f"{key}: decrypts to {total} bytes sha256 {digest.hexdigest()}, the manifest says "
             f"{size} bytes sha256 {sha256}", tenant_id=tenant_id)
+
+
+def _check_pack(ctx: S3Context, dek: Keys, tenant_id: str, pack: str,
+                members: list[dict[str, Any]]) -> None:
+    """Every member of one pack the snapshot uses, from one GET of the pack."""
+    for doc, plain in ctx.store.pack_plaintexts(dek, tenant_id, pack, members):
+        sha = hashlib.sha256(plain).hexdigest()
+        if sha != (doc.get("sha256") or doc["blob"]) or (
+                doc.get("plaintext_bytes") is not None and len(plain) != doc["plaintext_bytes"]):
+            raise VerificationFailed(
+                f"pack {pack}: blob {doc['blob']} decrypts to {len(plain)} bytes sha256 {sha}, "
+                f"the index says {doc.get('plaintext_bytes')} bytes sha256 {doc.get('sha256')}",
+                tenant_id=tenant_id)
 
 
 def _ignore(_: None) -> None:

@@ -18,7 +18,7 @@ from kernel.errors import VerificationFailed
 INDEX = "documents.jsonl"
 MAX_LINE_BYTES = 64 * 1024  # a line is a few hundred bytes; S3 keys are at most 1,024 bytes
 ENTRY_FIELDS = ("document_id", "storage_key", "status", "etag", "size", "blob", "sha256",
-                "ciphertext_bytes", "ciphertext_sha256")
+                "ciphertext_bytes", "ciphertext_sha256", "pack", "pack_offset", "pack_blobs")
 
 
 def encode(entry: dict[str, Any]) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, cast
@@ -27,12 +27,13 @@ from storage.datakeys import DataKeys
 from storage.doc_index import INDEX, legacy_entries, parse
 from storage.key_registry import KeyRegistry
 from storage.key_store import KeyStore
+from storage.packs import check_sealed, cut, place
 from storage.snapshot_list import complete_snapshots
 from storage.wrapping import KeyWrapper
 
 FORMAT = "tenant-export-snapshot"
-FORMAT_VERSION = 4  # tables and the index as content-addressed chunks (3: index its own object)
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5  # small document blobs in packs (4: tables and index as chunks)
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 BLOB_OBJECT = "blob"  # associated data of blobs: their name is checked against the content
 
 
@@ -98,20 +99,67 @@ class SnapshotStore:
         its last segment is read: the name must be the blob name of the plaintext (keyed, or
         the plain SHA-256 of a version-1 blob), else it was copied over another blob.
         """
+        yield from self._opened(keys, tenant_id, layout.chunks(self.s3, self.bucket, key,
+                                                               tenant_id),
+                                name, key, key.rsplit("/", 1)[-1])
+
+    def _opened(self, keys: Keys, tenant_id: str, sealed: Iterable[bytes], name: str,
+                where: str, blob: str) -> Iterator[bytes]:
         digest = hashlib.sha256() if name == BLOB_OBJECT else None
         try:
-            for piece in decrypt_stream(layout.chunks(self.s3, self.bucket, key, tenant_id),
-                                        keys, object_associated_data(tenant_id, name)):
+            for piece in decrypt_stream(sealed, keys, object_associated_data(tenant_id, name)):
                 if digest is not None:
                     digest.update(piece)
                 yield piece
         except (VerificationFailed, StorageError) as err:
-            raise VerificationFailed(f"{key}: {err}", tenant_id=tenant_id) from err
-        if digest is not None and not DataKeys.of(keys).names(
-                tenant_id, key.rsplit("/", 1)[-1], digest.hexdigest()):
-            raise VerificationFailed(f"{key}: the blob's content (sha256 {digest.hexdigest()}) "
-                                     "does not match its name: it was copied over another blob",
-                                     tenant_id=tenant_id)
+            raise VerificationFailed(f"{where}: {err}", tenant_id=tenant_id) from err
+        if digest is not None and not DataKeys.of(keys).names(tenant_id, blob,
+                                                              digest.hexdigest()):
+            raise VerificationFailed(f"{where}: the blob's content (sha256 "
+                                     f"{digest.hexdigest()}) does not match its name {blob}: "
+                                     "it was copied over another blob", tenant_id=tenant_id)
+
+    def blob_plaintext(self, keys: Keys, tenant_id: str, entry: dict[str, Any]
+                       ) -> Iterator[bytes]:
+        """A document's blob as its index entry places it: an object alone, or a member of
+        a pack read with one ranged GET; checked against its name either way."""
+        span = self._place(entry, tenant_id)
+        if span is None:
+            yield from self.decrypt_object(keys, tenant_id,
+                                           layout.blob_key(tenant_id, entry["blob"]), BLOB_OBJECT)
+            return
+        key = layout.blob_key(tenant_id, entry["pack"])
+        data = objects.read_bytes(self.s3, self.bucket, key, tenant_id, byte_range=span)
+        yield b"".join(self._member(keys, tenant_id, entry, data, key))
+
+    def pack_plaintexts(self, keys: Keys, tenant_id: str, pack: str,
+                        entries: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """The plaintext of each given member of one pack, from one GET of the pack (the
+        entries' blobs distinct; any order)."""
+        key = layout.blob_key(tenant_id, pack)
+        spans = sorted((*cast(tuple[int, int], self._place(e, tenant_id)), e) for e in entries)
+        try:
+            for entry, data in cut(layout.chunks(self.s3, self.bucket, key, tenant_id),
+                                   ((s, e, m) for s, e, m in spans), key):
+                yield entry, b"".join(self._member(keys, tenant_id, entry, data, key))
+        except VerificationFailed as err:
+            raise VerificationFailed(str(err), tenant_id=tenant_id) from err
+
+    def _member(self, keys: Keys, tenant_id: str, entry: dict[str, Any], data: bytes,
+                key: str) -> Iterator[bytes]:
+        where = f"{key} (blob {entry['blob']} at offset {entry['pack_offset']})"
+        try:
+            check_sealed(data, entry, key)
+        except VerificationFailed as err:
+            raise VerificationFailed(str(err), tenant_id=tenant_id) from err
+        return self._opened(keys, tenant_id, [data], BLOB_OBJECT, where, entry["blob"])
+
+    @staticmethod
+    def _place(entry: dict[str, Any], tenant_id: str) -> tuple[int, int] | None:
+        try:
+            return place(entry)
+        except VerificationFailed as err:
+            raise VerificationFailed(str(err), tenant_id=tenant_id) from err
 
     # -- manifests -----------------------------------------------------------------------------
 
@@ -179,9 +227,9 @@ class SnapshotStore:
                                            layout.blob_key(tenant_id, chunk["blob"]), BLOB_OBJECT)
 
     def blobs(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]) -> Iterator[str]:
-        """Every blob the snapshot needs: its table chunks and index (format 4) and its
-        documents' blobs (names may repeat). Prune keeps these; consume to the end (the index
-        is checked there)."""
+        """Every object under ``blobs/`` the snapshot needs: its table chunks and index
+        (format 4), its documents' blobs or their packs (format 5; names may repeat). Prune
+        keeps these; consume to the end (the index is checked there)."""
         described = manifest.get("documents")
         for chunk in described.get("chunks", []) if isinstance(described, dict) else []:
             yield chunk["blob"]
@@ -190,7 +238,7 @@ class SnapshotStore:
                 yield chunk["blob"]
         for doc in self.documents(keys, tenant_id, manifest):
             if doc.get("blob"):
-                yield doc["blob"]
+                yield doc.get("pack") or doc["blob"]
 
     def list_snapshots(self, tenant_id: str) -> list[str]:
         """Ids of complete snapshots (those with a manifest), oldest first."""

@@ -142,3 +142,12 @@ def s3rver_platform(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, s3rver_endp
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "S3RVER")
     return _platform(monkeypatch, tmp_path, s3rver_endpoint, f"sqlite:///{db}",
                      ("S3RVER", "S3RVER"))
+
+
+@pytest.fixture
+def unpacked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backups store every document blob as an object of its own (no pack, as format 4 did):
+    for tests that tamper with one blob object or rewrite a snapshot into an older format."""
+    from flows import backup_packs
+
+    monkeypatch.setattr(backup_packs, "PACKED_BLOB_BYTES", 0)

@@ -302,6 +302,7 @@ TAMPERS = [
 ]
 
 
+@pytest.mark.usefixtures("unpacked")  # one object per blob, as format 4
 @pytest.mark.parametrize("tamper", TAMPERS)
 def test_tampered_snapshot_fails_verify_and_restore_writes_nothing(
         sqlite_platform: Platform, ctx: RunContext, tmp_path: Path, tamper: Tamper) -> None:

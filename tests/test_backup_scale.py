@@ -153,10 +153,10 @@ def test_without_a_tenant_prefix_an_unchanged_document_costs_one_head(
     assert on_documents == {"HeadObject": 200 + 9}  # one per key, the missing one included
 
 
-# -- 2. new documents: one PUT each, concurrently --------------------------------------------
+# -- 2. new documents: read concurrently, small ones packed -------------------------------------
 
 
-def test_a_new_small_document_costs_a_get_a_put_and_a_read_back(
+def test_new_small_documents_cost_a_get_each_and_one_pack_put_and_read_back(
         sqlite_platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         moto_endpoint: str) -> None:
     platform = sqlite_platform
@@ -187,7 +187,9 @@ def test_a_new_small_document_costs_a_get_a_put_and_a_read_back(
     blob_requests = [s for s in blob_requests if s.request.path.rsplit("/", 1)[-1] not in indexes]
     puts = [s for s in blob_requests if s.request.operation == "PutObject"]
     reads = [s for s in blob_requests if s.request.operation == "GetObject"]
-    assert len(puts) == len(reads) == len(changed) and len(blob_requests) == 2 * len(changed)
+    # format 5: the ten small blobs travel in one pack, written once and read back once
+    assert len(puts) == len(reads) == summary.packs_uploaded == 1 == len(blob_requests) / 2
+    assert "/blobs/pack-" in puts[0].request.path
     assert not staged and "CopyObject" not in on_backups, on_backups  # no staging round trips
 
 
@@ -398,6 +400,7 @@ def as_format_2(ctx: RunContext, snapshot_id: str) -> None:
                          Key=store.snapshot_prefix("t-1", snapshot_id) + INDEX)
 
 
+@pytest.mark.usefixtures("unpacked")  # one object per blob, as format 4
 def test_a_format_2_snapshot_still_restores_and_feeds_the_next_backup(
         sqlite_platform: Platform, tmp_path: Path) -> None:
     old = run_backup().snapshot_id

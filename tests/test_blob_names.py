@@ -87,7 +87,7 @@ def test_the_listing_reveals_no_plaintext_hash_and_no_shared_file(
     listing = all_keys(platform)
     assert listing and not [k for k in listing for h in known if h in k]
 
-    names = {}
+    names, places = {}, {}
     for tenant, snapshot_id in snapshots.items():
         keys = ctx.store.data_key(wrapper, tenant, create=False)
         for doc in manifest(ctx, tenant, snapshot_id)["documents"]:
@@ -95,11 +95,13 @@ def test_the_listing_reveals_no_plaintext_hash_and_no_shared_file(
                 assert doc["sha256"] == sha(SHARED)
                 assert doc["blob"] == keys.blob_name(tenant, sha(SHARED)) != sha(SHARED)
                 names[tenant] = doc["blob"]
+                places[tenant] = doc.get("pack") or doc["blob"]
     assert names["t-1"] != names["t-2"]  # the same file, unrelated names
-    assert f"backups/t-1/blobs/{names['t-1']}" in listing
-    assert f"backups/t-2/blobs/{names['t-2']}" in listing
+    for tenant in ("t-1", "t-2"):  # each tenant's blob in a pack of its own tenant's folder
+        assert f"backups/{tenant}/blobs/{places[tenant]}" in listing
 
 
+@pytest.mark.usefixtures("unpacked")  # one object per blob, as format 4
 def test_a_blob_copied_over_another_fails_its_name_check(
         sqlite_platform: Platform, ctx: RunContext) -> None:
     platform = sqlite_platform
@@ -210,6 +212,7 @@ def as_version_1(platform: Platform, ctx: RunContext, snapshot_id: str) -> dict[
     return described
 
 
+@pytest.mark.usefixtures("unpacked")  # one object per blob, as format 4
 def test_format_1_snapshots_stay_readable_then_their_names_move_and_prune_clears_them(
         sqlite_platform: Platform, ctx: RunContext, tmp_path: Path) -> None:
     platform = sqlite_platform

@@ -75,6 +75,7 @@ def swap_blob(platform: Platform, ctx: RunContext, snapshot_id: str, victim: str
     platform.s3.put_object(Bucket=platform.backup_bucket, Key=target, Body=body)
 
 
+@pytest.mark.usefixtures("unpacked")  # one object per blob, as format 4
 @pytest.mark.parametrize("victim", ["t1/report", "t1/abs"])  # restored first / last
 def test_a_document_swapped_after_verify_restores_nothing(
         sqlite_platform: Platform, ctx: RunContext, tmp_path: Path,
