@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +56,24 @@ def schema_b64(schema: pa.Schema) -> str:
 def schema_of(table: dict[str, Any]) -> pa.Schema:
     """The Arrow schema recorded for a table in a manifest."""
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(table["schema"])))
+
+
+def inflate(pieces: Iterable[bytes], where: str, tenant_id: str) -> Iterator[bytes]:
+    """A zlib stream's bytes, at most ``layout.READ_CHUNK`` at a time whatever its ratio."""
+    stream = zlib.decompressobj()
+    try:
+        for piece in pieces:
+            pending = piece
+            while pending:
+                yield stream.decompress(pending, layout.READ_CHUNK)
+                pending = stream.unconsumed_tail
+        yield stream.flush()
+    except zlib.error as err:
+        raise VerificationFailed(f"{where}: not a zlib stream ({err})",
+                                 tenant_id=tenant_id) from err
+    if not stream.eof or stream.unused_data:
+        raise VerificationFailed(f"{where}: the zlib stream is truncated or followed by other "
+                                 "bytes", tenant_id=tenant_id)
 
 
 @dataclass(frozen=True)
@@ -221,10 +240,19 @@ class SnapshotStore:
 
     def _chained(self, keys: Keys, tenant_id: str, chunks: list[dict[str, Any]]
                  ) -> Iterator[bytes]:
-        """The plaintext of blobs one after the other (the whole is checked by the caller)."""
+        """The plaintext of blobs one after the other, each inflated when the manifest says it
+        is compressed (version 5); the whole is checked by the caller."""
         for chunk in chunks:
-            yield from self.decrypt_object(keys, tenant_id,
-                                           layout.blob_key(tenant_id, chunk["blob"]), BLOB_OBJECT)
+            key = layout.blob_key(tenant_id, chunk["blob"])
+            pieces = self.decrypt_object(keys, tenant_id, key, BLOB_OBJECT)
+            compression = chunk.get("compression")
+            if compression is None:
+                yield from pieces
+            elif compression == "zlib":
+                yield from inflate(pieces, key, tenant_id)
+            else:
+                raise VerificationFailed(f"{key}: compression {compression!r} is not supported",
+                                         tenant_id=tenant_id)
 
     def blobs(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]) -> Iterator[str]:
         """Every object under ``blobs/`` the snapshot needs: its table chunks and index

@@ -273,3 +273,28 @@ def test_a_changed_document_changes_one_chunk_of_the_index() -> None:
     sink = io.BytesIO()
     joined = b"".join(d for d, _ in index_pieces(entries, IndexWriter(sink), sink))
     assert joined == b"".join(encode(e) for e in entries)  # the chunks are the index, in order
+
+
+def test_index_chunks_are_compressed_and_a_truncated_stream_is_refused(
+        sqlite_platform: Platform, ctx: RunContext) -> None:
+    import zlib
+
+    from storage.snapshots import inflate
+
+    snapshot_id = backup.backup_tenant(ctx, wrapper(), "t-1").snapshot_id
+    described = read_manifest(ctx, snapshot_id)["documents"]
+    assert described["chunks"] and all(c["compression"] == "zlib" for c in described["chunks"])
+    # the index's lines (plaintext_bytes) take less room once compressed, chunk by chunk
+    assert sum(c["plaintext_bytes"] for c in described["chunks"]) < described["plaintext_bytes"]
+    keys = ctx.store.data_key(wrapper(), "t-1", create=False)
+    lines = list(ctx.store.documents(keys, "t-1", read_manifest(ctx, snapshot_id)))
+    assert len(lines) == described["count"] > 0
+
+    data = b"".join(bytes([i % 7]) * 1000 for i in range(5_000))  # 5 MB of runs: ratio ~100
+    packed = zlib.compress(data, 6)
+    pieces = list(inflate([packed[:10], packed[10:]], "chunk", "t-1"))
+    assert b"".join(pieces) == data and max(map(len, pieces)) <= store.READ_CHUNK
+    with pytest.raises(VerificationFailed, match="truncated"):
+        list(inflate([packed[:-5]], "chunk", "t-1"))
+    with pytest.raises(VerificationFailed, match="not a zlib stream"):
+        list(inflate([b"plain text"], "chunk", "t-1"))
