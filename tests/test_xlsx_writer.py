@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import random
 import re
 import struct
 import tracemalloc
@@ -21,6 +22,8 @@ import openpyxl
 import pyarrow as pa
 import pytest
 
+from exporters.xlsx_cells import serial_from_ms
+from exporters.xlsx_sheet import WHITESPACE
 from exporters.xlsx_writer import (
     EXCEL_MAX_COLUMNS,
     WorkbookLimitError,
@@ -346,3 +349,205 @@ def test_zoned_timestamp_in_utc_to_the_millisecond() -> None:
     berlin = datetime(2026, 10, 25, 2, 30, 0, 123999, tzinfo=UTC) + timedelta(0)
     blob, _ = build([[berlin]], pa.schema([("t", pa.timestamp("us", tz="Europe/Berlin"))]))
     assert read_sheets(blob)[0][1][1][0].value == datetime(2026, 10, 25, 2, 30, 0, 123000)
+
+
+# The cells are built by Arrow kernels, not value by value: the tests below pin what the
+# value-by-value writers wrote (xlsxwriter's escaping, Python's repr of numbers, the date
+# serials) on the values where the two could part.
+
+CONTROL = [chr(c) for c in range(32) if chr(c) not in "\t\n"]
+# Python's white space (xlsxwriter's \s) that survives the _xHHHH_ escaping of control characters.
+EDGE_SPACES = [c for c in map(chr, range(0x110000)) if re.match(r"\s", c) and c not in CONTROL]
+
+
+def sheet_xml(blob: bytes, number: int = 1) -> str:
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        return archive.read(f"xl/worksheets/sheet{number}.xml").decode()
+
+
+def raw_values(blob: bytes) -> dict[str, str]:
+    """Cell reference -> the text of its <v>."""
+    return dict(re.findall(r'<c r="([A-Z]+[0-9]+)"[^>]*><v>([^<]*)</v></c>', sheet_xml(blob)))
+
+
+def test_hostile_text_reads_back_exactly_with_excel_escapes() -> None:
+    texts = [*CONTROL, "a\x00b\x1fc", "_x0041_", "_X0041_", "_x0041_x0042_", "_x004G_", "_x00",
+             "__x0041__", "\x07_x0007_", "\ufffe\uffff", "\ufffd", "&amp; <b> \"q\" 'a'", "]]>",
+             "<r></r>", "<r>\x01</r>", "<r>", " <r></r>", "😀" * 3, "e\u0301", "=1+1", "007",
+             *[f"{s}x" for s in EDGE_SPACES], *[f"x{s}" for s in EDGE_SPACES], "\u200bx\u200b",
+             "\ufeffx", "x\u180e", "a\tb", None, "a\nb", ""]
+    assert sorted(WHITESPACE) == EDGE_SPACES  # the kernels' class is Python's
+    schema = pa.schema([("t", pa.string())])
+    blob, _ = build([texts], schema)
+    [(_, rows)] = read_sheets(blob)
+    for text, (cell,) in zip(texts, rows[1:], strict=True):
+        if text is None:
+            assert cell.value is None
+            continue
+        # xlsxwriter's rule escapes the first of two escapes sharing an underscore only, so
+        # Excel reads "_x0041_x0042_" as "_x0041B": as before the writer was vectorised.
+        lossy = text == "_x0041_x0042_"
+        assert cell.data_type == "s" and (unescape(cell.value) == text) != lossy, repr(text)
+        assert cell.number_format == "@"
+    xml = sheet_xml(blob)
+    for row, text in enumerate(texts, start=2):
+        if text is None:
+            continue
+        match = re.search(f'<c r="A{row}" s="[0-9]+" t="inlineStr"><is><t( xml:space="preserve")?>'
+                          r"([^<]*)</t></is></c>", xml)
+        assert match, repr(text)
+        escaped = re.sub("(_x[0-9a-fA-F]{4}_)", r"_x005F\1", text)
+        escaped = "".join(f"_x{ord(c):04X}_" if c in CONTROL else c for c in escaped)
+        escaped = escaped.replace("\ufffe", "_xFFFE_").replace("\uffff", "_xFFFF_")
+        preserve = bool(re.search(r"^\s|\s$", escaped)) or (
+            escaped.startswith("<r>") and escaped.endswith("</r>"))
+        assert bool(match.group(1)) == preserve, repr(text)
+        assert match.group(2) == escaped.replace("&", "&amp;").replace("<", "&lt;").replace(
+            ">", "&gt;"), repr(text)
+
+
+def test_numbers_are_written_as_python_writes_them() -> None:
+    rng = random.Random(20261126)
+    doubles = [struct.unpack("<d", rng.randbytes(8))[0] for _ in range(300)]
+    doubles += [rng.uniform(-1e6, 1e6) for _ in range(100)]
+    doubles += [10.0 ** e * m for e in range(-330, 310, 7) for m in (1, -1.5, 9.999)]
+    doubles += [1e-4, 9.999999999999999e-05, 1e16, 9999999999999998.0, 1e15, 1e10, 0.0, -0.0, 100.0]
+    doubles = [d for d in doubles if math.isfinite(d)]
+    halves = [1.5, 0.1, 3.4028234663852886e38, 1e-45, 1e-5, 16777217.0, 1e16, 123456.7]
+    ints = [0, -1, 2**53, -(2**53), 2**53 + 1, 2**63 - 1, -(2**63)]
+    schema = pa.schema([("d", pa.float64()), ("f", pa.float32()), ("i", pa.int64())])
+    n = len(doubles)
+    data = [doubles, cycle(halves, n), cycle(ints, n)]
+    blob, _ = build(data, schema)
+    [(_, rows)] = read_sheets(blob)
+    written = raw_values(blob)
+    for r, (row, value, half, whole) in enumerate(zip(rows[1:], *data, strict=True), start=2):
+        single = float(str(pa.scalar(half, pa.float32()).cast(pa.string())))
+        assert written[f"A{r}"] == repr(value)
+        assert written[f"B{r}"] == repr(single)
+        assert struct.pack("<d", row[0].value) == struct.pack("<d", value)
+        assert type(row[0].value) is float and type(row[1].value) is float
+        assert row[1].value == single
+        assert (row[2].data_type, row[2].value) == as_int(whole)
+
+
+def test_serials_are_exact_to_the_millisecond_at_the_edges() -> None:
+    moments = [datetime(1900, 1, 1), datetime(1900, 2, 28, 23, 59, 59, 999999),
+               datetime(1900, 3, 1), datetime(1899, 12, 31, 23, 59, 59, 999999),
+               datetime(9999, 12, 31, 23, 59, 59, 999999), datetime(1970, 1, 1),
+               datetime(1969, 12, 31, 23, 59, 59, 999500), datetime(2026, 3, 29, 2, 30, 0, 1)]
+    rng = random.Random(7)
+    moments += [datetime(1900, 1, 1) + timedelta(microseconds=rng.randrange(8099 * 365 * 86_400_000_000))
+                for _ in range(200)]
+    epoch = datetime(1970, 1, 1)
+    schema = pa.schema([(unit, pa.timestamp(unit)) for unit in ("s", "ms", "us", "ns")]
+                       + [("d", pa.date32()), ("t", pa.time64("us"))])
+    data = [[m.replace(microsecond=0) for m in moments], [ms(m) for m in moments], moments,
+            [pd_safe(m) for m in moments], [m.date() for m in moments],
+            [m.time() for m in moments]]
+    blob, _ = build(data, schema)
+    written = raw_values(blob)
+    for r, moment in enumerate(moments, start=2):
+        for col, value in zip("ABCD", (d[r - 2] for d in data), strict=False):
+            if value is None:
+                continue
+            serial = serial_from_ms((value - epoch) // timedelta(milliseconds=1))
+            assert written.get(f"{col}{r}") == (None if serial is None else repr(serial))
+        day = serial_from_ms((datetime.combine(moment.date(), time()) - epoch).days * 86_400_000)
+        assert written.get(f"E{r}") == (None if day is None else repr(day))
+        of_day = timedelta(hours=moment.hour, minutes=moment.minute, seconds=moment.second,
+                           microseconds=moment.microsecond) // timedelta(milliseconds=1)
+        assert written[f"F{r}"] == repr(of_day / 86_400_000)
+
+
+def pd_safe(moment: datetime) -> datetime | None:
+    """Nanosecond timestamps hold years 1677 to 2262 only."""
+    return moment if 1678 <= moment.year <= 2261 else None
+
+
+def test_texts_read_as_numbers_and_dates_like_value_by_value() -> None:
+    numbers = ["0.1", "12.50", "-0.000", "1e5", "+5", "007", "-0", "-007", ".5", "5.", "1E-3",
+               "123456789012345.6", "0.30000000000000004", "1e-400", "1e400", "4.9e-324",
+               "99999999999999999", "9007199254740993", "-9007199254740992", "NaN", "abc", "1 ",
+               "1.7976931348623157e308", "2.2250738585072014e-308", "1e-300", "0e999", ""]
+    stamps = ["2026-03-29T00:30:00+00:00", "2026-03-29T00:30:00.5-09:30", "1900-01-01T00:00:00",
+              "1900-01-01T04:00:00+05:00", "2026-01-01T10:00:00+00:53:28", "2026-02-30T00:00:00",
+              "2026-01-01 10:00:00", "9999-12-31T23:59:59.999999", "2026-01-01T10:00:00.1234567",
+              "2026-01-01T23:59:60", "infinity"]
+    dates = ["2026-02-28", "2026-02-29", "1900-02-28", "1900-03-01", "9999-12-31", "20260228"]
+    times = ["10:00:05.000012", "00:00:00", "23:59:59.9999", "24:00:00", "10:00", "10:00:00Z"]
+    n = max(map(len, (numbers, stamps, dates, times)))
+    columns = [("n", b"number", numbers, as_number_text), ("s", b"datetime", stamps,
+                                                             as_pg_datetime),
+               ("d", b"date", dates, as_pg_date), ("t", b"time", times, as_pg_time)]
+    schema = pa.schema([pa.field(name, pa.string(), metadata={META_SCHEMA_TYPE: kind})
+                        for name, kind, _, _ in columns])
+    blob, _ = build([cycle(values, n) for _, _, values, _ in columns], schema)
+    [(_, rows)] = read_sheets(blob)
+    for r, row in enumerate(rows[1:]):
+        for (name, _, values, expect), cell in zip(columns, row, strict=True):
+            source = values[r % len(values)]
+            if not source:
+                assert cell.value is None or cell.value == ""
+                continue
+            kind, value = expect(source)
+            got = ms(cell.value) if kind == "d" else cell.value
+            assert (cell.data_type if kind != "d" else "d", got) == (kind, value), (name, source)
+            assert type(got) is type(value), (name, source)
+
+
+def as_number_text(text: str) -> tuple[str, Any]:
+    number = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+    return as_decimal_text(text) if re.fullmatch(number, text) else ("s", text)
+
+
+def as_pg_date(text: str) -> tuple[str, Any]:
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        return "s", text
+    return ("d", datetime(day.year, day.month, day.day)) if day.year >= 1900 else ("s", text)
+
+
+def as_pg_time(text: str) -> tuple[str, Any]:
+    try:
+        moment = time.fromisoformat(text)
+    except ValueError:
+        return "s", text
+    return ("s", text) if moment.tzinfo else ("d", ms(moment))
+
+
+def test_styles_stay_right_when_first_used_late_across_sheets() -> None:
+    n = 23
+    texts: list[Any] = [None] * n
+    texts[2] = "first text, the last row with a cell of sheet 1"
+    texts[14] = "x"
+    days: list[Any] = [None] * n
+    days[13] = date(2026, 1, 1)
+    days[22] = date(2026, 1, 2)
+    stamps: list[Any] = [None] * n
+    stamps[7] = datetime(2026, 1, 1, 12)
+    schema = pa.schema([("t", pa.string()), ("d", pa.date32()), ("ts", pa.timestamp("ms")),
+                        ("i", pa.int64())])
+    ints = [i if i % 5 == 1 else None for i in range(n)]
+    for split in (1, 3, 7, 14):
+        sink = io.BytesIO()
+        with XlsxTableWriter(sink, schema, max_rows=5, created=CREATED) as writer:
+            arrays = [pa.array(v, type=f.type) for v, f in zip((texts, days, stamps, ints),
+                                                               schema, strict=True)]
+            batch = pa.record_batch(arrays, schema=schema)
+            writer.write_batch(batch.slice(0, split))
+            writer.write_batch(batch.slice(split))
+        cells = [c for _, rows in read_sheets(sink.getvalue()) for row in rows[1:] for c in row]
+        for cell in cells:
+            if cell.value is None:
+                continue
+            if cell.column_letter == "A":
+                assert (cell.data_type, cell.number_format) == ("s", "@"), cell.coordinate
+            elif cell.column_letter in "BC":
+                assert cell.is_date and cell.number_format == (
+                    "yyyy-mm-dd" if cell.column_letter == "B" else "yyyy-mm-dd hh:mm:ss.000")
+            else:
+                assert cell.number_format == "General" and isinstance(cell.value, int)
+        assert sum(c.value is not None for c in cells) == sum(
+            v is not None for col in (texts, days, stamps, ints) for v in col)
