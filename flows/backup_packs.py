@@ -8,10 +8,16 @@ stored with one PUT and read back with one GET. The index records, per document,
 offset and the sealed length, so one blob is read with a ranged GET and checked against its
 name as before; a pack is deleted by prune once no kept snapshot names it.
 
-A pack that this snapshot would use only in part is rewritten (its blobs still in use are
-packed again, from the documents bucket) when less than half of it is in use, or when it is
-older than ``REWRITE_AFTER`` and holds anything unused: a deleted document's bytes do not stay
-in a backup for long after the snapshots that held it are pruned.
+A pack that this snapshot would use less than half of is rewritten (its blobs still in use
+are packed again, from the documents bucket), so unused bytes stay below half of what packs
+hold. The old pack stays as long as any kept snapshot names it: a deleted document's bytes
+leave the bucket only with the last snapshot naming its pack, which may be later than the last
+snapshot listing the document (docs/backup-format.md 9.2.3). A rule by age was tried and
+dropped: every pack has an unused member sooner or later, so it rewrote every small document
+each month, and monthly snapshots kept each month's copy for a year.
+
+Memory: the pack being filled (adders wait while it is full) and at most
+``FLUSHES_IN_FLIGHT`` packs being sent.
 """
 
 from __future__ import annotations
@@ -21,17 +27,15 @@ import io
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage import backup_store as layout
 from storage import objects
-from storage.packs import PACK_PREFIX, pack_time
+from storage.packs import PACK_PREFIX
 
 PACK_BYTES = 8 * 1024 * 1024  # a pack is sent once it holds this much (one PUT, one GET)
 PACKED_BLOB_BYTES = 1024 * 1024  # sealed blobs up to this size are packed; larger: alone
 FLUSHES_IN_FLIGHT = 2  # packs being sent at once: the packer's memory is about 3 packs
-REWRITE_AFTER = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -45,15 +49,9 @@ class Member:
     plaintext_bytes: int
 
 
-def should_retire(pack: str, members: int, used: int, now: datetime | None = None) -> bool:
-    """Rewrite a pack that is less than half in use, or unused in part and old."""
-    if used * 2 < members:
-        return True
-    try:
-        written = pack_time(pack)
-    except ValueError:  # not a name this code writes: leave it as it is
-        return False
-    return used < members and (now or datetime.now(UTC)) - written >= REWRITE_AFTER
+def should_retire(members: int, used: int) -> bool:
+    """Rewrite a pack that this snapshot would use less than half of."""
+    return used * 2 < members
 
 
 class Packer:
@@ -69,7 +67,7 @@ class Packer:
                  checkpoint: Callable[[str], None]) -> None:
         self.s3, self.bucket, self.tenant_id = s3, bucket, tenant_id
         self.snapshot_id, self._record, self._checkpoint = snapshot_id, record, checkpoint
-        self._lock = threading.Lock()
+        self._ready = threading.Condition()  # guards the pack being filled
         self._slots = threading.BoundedSemaphore(FLUSHES_IN_FLIGHT)
         self._buffer = bytearray()
         self._members: list[Member] = []
@@ -79,42 +77,43 @@ class Packer:
     def add(self, blob: str, sealed: bytes, plaintext_bytes: int) -> None:
         """Append one sealed blob; sends the pack when it is full."""
         sha = hashlib.sha256(sealed).hexdigest()  # outside the lock: the workers hash at once
-        with self._lock:
+        with self._ready:
+            self._ready.wait_for(lambda: len(self._buffer) < PACK_BYTES)
             self._members.append(Member(blob, len(self._buffer), len(sealed), sha,
                                         plaintext_bytes))
             self._buffer += sealed
             if len(self._buffer) < PACK_BYTES:
                 return
-            name, data, members = self._take()
-        self._send(name, data, members)
+        self._send_pack(full=True)  # this thread filled it: it sends it
 
     def close(self) -> None:
         """Send the last, partly filled pack (call once every ``add`` has returned)."""
-        with self._lock:
-            if not self._members:
-                return
-            name, data, members = self._take()
-        self._send(name, data, members)
+        self._send_pack(full=False)
 
-    def _take(self) -> tuple[str, bytes, list[Member]]:
-        """The pack being filled, handed over; a new one begins (call under the lock)."""
-        name = f"{PACK_PREFIX}{self.snapshot_id}-{self._count:05d}"
-        self._count += 1
-        data, members = bytes(self._buffer), self._members
-        self._buffer, self._members = bytearray(), []
-        return name, data, members
+    def _send_pack(self, *, full: bool) -> None:
+        """Wait for a sending slot, then take the pack being filled and send it: while the
+        slots are busy the full pack stays in place and adders wait (memory stays bounded)."""
+        with self._slots:
+            with self._ready:
+                if not self._members or (full and len(self._buffer) < PACK_BYTES):
+                    return
+                name = f"{PACK_PREFIX}{self.snapshot_id}-{self._count:05d}"
+                self._count += 1
+                data, members = bytes(self._buffer), self._members
+                self._buffer, self._members = bytearray(), []
+                self._ready.notify_all()
+            self._send(name, data, members)
 
     def _send(self, name: str, data: bytes, members: list[Member]) -> None:
-        with self._slots:
-            stored = layout.put(self.s3, self.bucket, layout.blob_key(self.tenant_id, name),
-                                io.BytesIO(data), self.tenant_id)
-            del data
-            self._checkpoint("blob-written")
-            objects.verify(self.s3, self.bucket, stored, self.tenant_id)
+        stored = layout.put(self.s3, self.bucket, layout.blob_key(self.tenant_id, name),
+                            io.BytesIO(data), self.tenant_id)
+        del data
+        self._checkpoint("blob-written")
+        objects.verify(self.s3, self.bucket, stored, self.tenant_id)
         for m in members:
             self._record(m.blob, {"plaintext_bytes": m.plaintext_bytes,
                                   "ciphertext_bytes": m.length, "ciphertext_sha256": m.sha256,
                                   "pack": name, "pack_offset": m.offset,
                                   "pack_blobs": len(members)})
-        with self._lock:
+        with self._ready:
             self.packs += 1

@@ -133,9 +133,9 @@ class Scratch:
                         for e in batch
                         if None not in (e.get("storage_key"), e.get("etag"), e.get("size"))))
 
-    def retire_packs(self, retire: Callable[[str, int, int], bool]) -> list[str]:
-        """Packs this snapshot would reuse only in part that ``retire(pack, members, used)``
-        says to rewrite. Their blobs are forgotten here, so the documents still using them are
+    def retire_packs(self, retire: Callable[[int, int], bool]) -> list[str]:
+        """Packs this snapshot would reuse only in part that ``retire(members, used)`` says to
+        rewrite. Their blobs are forgotten here, so the documents still using them are
         read and packed again; the old pack is deleted by prune with the last snapshot naming
         it (docs/backup-format.md, section 9.2.3). Call after the survey, before the plan."""
         used = self._one(
@@ -144,12 +144,16 @@ class Scratch:
             "ON p.storage_key = r.storage_key AND p.etag = b.etag AND p.size = b.size "
             "JOIN known k ON k.blob = p.blob WHERE k.pack IS NOT NULL GROUP BY k.pack")
         retired = [pack for pack, members, n in used
-                   if members is not None and n < members and retire(pack, members, n)]
-        for pack in retired:
-            with self._lock:
-                self._db.execute("DELETE FROM previous WHERE blob IN "
-                                 "(SELECT blob FROM known WHERE pack = ?)", (pack,))
-                self._db.execute("DELETE FROM known WHERE pack = ?", (pack,))
+                   if members is not None and n < members and retire(members, n)]
+        if not retired:
+            return []
+        with self._lock:  # one pass over each table, however many packs retire
+            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS retired (pack TEXT PRIMARY KEY)")
+            self._db.executemany("INSERT OR IGNORE INTO retired VALUES (?)",
+                                 [(p,) for p in retired])
+            self._db.execute("DELETE FROM previous WHERE blob IN (SELECT blob FROM known "
+                             "WHERE pack IN (SELECT pack FROM retired))")
+            self._db.execute("DELETE FROM known WHERE pack IN (SELECT pack FROM retired)")
         return retired
 
     # -- the join ------------------------------------------------------------------------------

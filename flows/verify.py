@@ -21,6 +21,7 @@ from kernel.errors import ControlDbError, VerificationFailed
 from storage import backup_store as layout
 from storage.aead import Keys
 from storage.keys import KeyWrapper
+from storage.packs import MemberSpool
 from storage.registry import SnapshotRegistry
 from storage.snapshots import BLOB_OBJECT, object_name
 
@@ -97,21 +98,21 @@ def verify_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str,
                         _check_plain, ctx, dek, tenant_id,
                         layout.blob_key(tenant_id, chunk["blob"]), BLOB_OBJECT,
                         chunk["plaintext_bytes"], chunk["plaintext_sha256"])
-        packs: dict[str, list[dict[str, Any]]] = {}  # format 5: each pack read once, whole
-        for doc in store.documents(dek, tenant_id, manifest):
-            documents += 1
-            blob = doc.get("blob")
-            if blob and blob not in seen:
-                seen.add(blob)
-                checked += 1
-                if doc.get("pack"):
-                    packs.setdefault(doc["pack"], []).append(doc)
-                    continue
-                yield functools.partial(
-                    _check_plain, ctx, dek, tenant_id, layout.blob_key(tenant_id, blob),
-                    BLOB_OBJECT, doc.get("plaintext_bytes"), doc.get("sha256") or blob)
-        for pack, members in packs.items():
-            yield functools.partial(_check_pack, ctx, dek, tenant_id, pack, members)
+        with MemberSpool() as packed:  # format 5: each pack read once, whole, after the index
+            for doc in store.documents(dek, tenant_id, manifest):
+                documents += 1
+                blob = doc.get("blob")
+                if blob and blob not in seen:
+                    seen.add(blob)
+                    checked += 1
+                    if doc.get("pack"):
+                        packed.add(doc)
+                        continue
+                    yield functools.partial(
+                        _check_plain, ctx, dek, tenant_id, layout.blob_key(tenant_id, blob),
+                        BLOB_OBJECT, doc.get("plaintext_bytes"), doc.get("sha256") or blob)
+            for pack, members in packed.packs():
+                yield functools.partial(_check_pack, ctx, dek, tenant_id, pack, members)
 
     workers = ctx.settings.fetch_concurrency  # objects are read back concurrently, bounded
     with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:

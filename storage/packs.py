@@ -7,22 +7,16 @@ of its bytes. Sealing and checking a member is :class:`storage.snapshots.Snapsho
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kernel.errors import VerificationFailed
 
 T = TypeVar("T")
 PACK_PREFIX = "pack-"  # pack-<snapshot id>-<n>: never a blob name (those are hex)
-
-
-def pack_time(name: str) -> datetime:
-    """When a pack was written, from its name (``ValueError`` for any other name)."""
-    if not name.startswith(PACK_PREFIX):
-        raise ValueError(f"{name!r} is not a pack name")
-    stamp = name.removeprefix(PACK_PREFIX).split("-", 1)[0]
-    return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
 def place(entry: dict[str, Any]) -> tuple[int, int] | None:
@@ -65,3 +59,49 @@ def cut(chunks: Iterable[bytes], members: Iterable[tuple[int, int, T]], where: s
                 base, buffer = base + len(buffer), b""
         yield payload, buffer[start - base:end - base]
         buffer, base = buffer[end - base:], end
+
+
+_FIELDS = ("pack", "pack_offset", "ciphertext_bytes", "ciphertext_sha256", "blob", "sha256",
+           "plaintext_bytes")
+
+
+class MemberSpool:
+    """Packed entries of an index gathered by pack, in a temporary SQLite file: a tenant may
+    have millions of documents, and a reader that checks packs one at a time must not hold
+    them all in memory. A context manager; single-threaded."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="tenant-export-packs-")
+        self._db = sqlite3.connect(Path(self._dir.name) / "members.sqlite",
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode = OFF")
+        self._db.execute(f"CREATE TABLE m ({', '.join(_FIELDS)})")
+        self._db.execute("BEGIN")
+        self._page: list[tuple[Any, ...]] = []
+
+    def __enter__(self) -> MemberSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """One packed entry (only the fields a check needs are kept)."""
+        self._page.append(tuple(entry.get(f) for f in _FIELDS))
+        if len(self._page) >= 1000:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._db.executemany(f"INSERT INTO m VALUES ({', '.join('?' * len(_FIELDS))})",
+                             self._page)
+        self._page.clear()
+
+    def packs(self) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """Each pack with its entries (call once every entry is added)."""
+        self._flush()
+        self._db.execute("CREATE INDEX m_pack ON m (pack)")
+        names = [p for (p,) in self._db.execute("SELECT DISTINCT pack FROM m ORDER BY pack")]
+        for name in names:
+            rows = self._db.execute("SELECT * FROM m WHERE pack = ?", (name,)).fetchall()
+            yield name, [dict(zip(_FIELDS, row, strict=True)) for row in rows]

@@ -156,10 +156,11 @@ class SnapshotStore:
         """The plaintext of each given member of one pack, from one GET of the pack (the
         entries' blobs distinct; any order)."""
         key = layout.blob_key(tenant_id, pack)
-        spans = sorted((*cast(tuple[int, int], self._place(e, tenant_id)), e) for e in entries)
+        spans = sorted(((*cast(tuple[int, int], self._place(e, tenant_id)), e) for e in entries),
+                       key=lambda span: (span[0], span[1]))  # never compares the entries
         try:
             for entry, data in cut(layout.chunks(self.s3, self.bucket, key, tenant_id),
-                                   ((s, e, m) for s, e, m in spans), key):
+                                   spans, key):
                 yield entry, b"".join(self._member(keys, tenant_id, entry, data, key))
         except VerificationFailed as err:
             raise VerificationFailed(str(err), tenant_id=tenant_id) from err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from kernel.errors import StorageError, VerificationFailed
 from kernel.settings import Settings
 from storage import backup_store as store
 from storage.keys import KeyWrapper, parse_master_key
-from storage.packs import cut, pack_time
+from storage.packs import cut
 from storage.retention import RetentionPolicy
 from tests.conftest import Platform
 from tests.test_backup_incremental import DOC_BYTES, DOCS, add_documents
@@ -68,16 +69,10 @@ def test_a_short_pack_or_overlapping_members_are_refused() -> None:
 
 
 def test_which_packs_are_rewritten() -> None:
-    written = datetime(2026, 11, 1, 2, 30, tzinfo=UTC)
-    name = f"pack-{written:%Y%m%dT%H%M%SZ}-0a1b2c3d-00000"
-    assert pack_time(name) == written
-    soon, late = written + timedelta(days=3), written + timedelta(days=31)
-    assert not should_retire(name, 10, 10, late)  # fully in use: never
-    assert not should_retire(name, 10, 9, soon)  # mostly in use and young: kept
-    assert should_retire(name, 10, 9, late)  # an unused member for too long: rewritten
-    assert should_retire(name, 10, 4, soon)  # less than half in use: rewritten
-    assert not should_retire("something-else", 10, 9, late)  # not ours: the share rule only
-    assert should_retire("something-else", 10, 4, late)
+    assert not should_retire(10, 10)  # fully in use
+    assert not should_retire(10, 5)  # half in use: kept
+    assert should_retire(10, 4)  # less than half in use: rewritten
+    assert should_retire(1, 0)
 
 
 # -- backups of the platform -------------------------------------------------------------------
@@ -217,3 +212,63 @@ def test_a_pack_that_fails_to_upload_commits_nothing(
     monkeypatch.setattr(backup_packs.layout, "put", real_put)
     again = backup.backup_tenant(ctx, wrapper(), "t-1")  # the next run completes
     assert restore.verify_snapshot(ctx, wrapper(), "t-1", again.snapshot_id)["ok"]
+
+
+@pytest.mark.parametrize("which", [0, -1], ids=["first", "last"])  # of the packed documents
+def test_a_pack_changed_after_verify_restores_nothing(
+        sqlite_platform: Platform, ctx: RunContext, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, which: int) -> None:
+    from tests.test_hardening_restore import bucket_state, docs_bucket
+
+    platform = sqlite_platform
+    snapshot_id = backup.backup_tenant(ctx, wrapper(), "t-1").snapshot_id
+    entry = [e for e in entries(ctx, snapshot_id) if e.get("pack")][which]
+    victim = entry["storage_key"]
+    real_verify = restore.verify_snapshot
+
+    def verify_then_change(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        report = real_verify(*args, **kwargs)
+        key = store.blob_key("t-1", entry["pack"])  # between the check and the use
+        data = bytearray(platform.s3.get_object(Bucket=platform.backup_bucket, Key=key)[
+            "Body"].read())
+        data[entry["pack_offset"] + entry["ciphertext_bytes"] - 1] ^= 1  # its last byte
+        platform.s3.put_object(Bucket=platform.backup_bucket, Key=key, Body=bytes(data))
+        return report
+
+    monkeypatch.setattr(restore, "verify_snapshot", verify_then_change)
+    target, bucket = tmp_path / "r.sqlite", docs_bucket(platform)
+    with pytest.raises(VerificationFailed, match=rf"document \d+ \('{victim}'\)"):
+        restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{target}",
+                                 documents_bucket=bucket)
+    assert not target.exists()
+    assert bucket_state(platform, bucket) == ([], [])
+
+
+def test_packs_of_a_run_killed_before_its_manifest_are_pruned(
+        sqlite_platform: Platform, ctx: RunContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    platform = sqlite_platform
+    add_documents(platform)
+    monkeypatch.setattr(backup_packs, "PACK_BYTES", 300_000)
+
+    def killed(name: str) -> None:
+        if name == "before-manifest":
+            raise KeyboardInterrupt("killed")  # as a process stopped there
+
+    monkeypatch.setattr(backup, "checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        backup.backup_tenant(ctx, wrapper(), "t-1")
+    prefix = "backups/t-1/blobs/pack-"
+    left = [o["Key"] for o in platform.s3.list_objects_v2(
+        Bucket=platform.backup_bucket, Prefix=prefix).get("Contents", [])]
+    assert len(left) >= 3 and ctx.store.list_snapshots("t-1") == []
+    monkeypatch.setattr(backup, "checkpoint", lambda name: None)
+    done = backup.backup_tenant(ctx, wrapper(), "t-1")  # the next night trusts none of them
+    assert done.packs_uploaded >= 3
+    later = datetime.now(UTC) + timedelta(days=2)
+    report = prune.prune_tenant(ctx, wrapper(), "t-1",
+                                RetentionPolicy(daily=1, weekly=0, monthly=0),
+                                dry_run=False, now=later)
+    assert {k.rsplit("/", 1)[-1] for k in left} <= set(report["blobs_deleted"])
+    kept = {e["pack"] for e in entries(ctx, done.snapshot_id) if e.get("pack")}
+    assert not kept & set(report["blobs_deleted"])
+    assert restore.verify_snapshot(ctx, wrapper(), "t-1", done.snapshot_id)["ok"]
