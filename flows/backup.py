@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flows.backup_documents import Documents
+from flows.backup_packs import Packer
 from flows.backup_scratch import Scratch
 from flows.backup_tables import UPLOADS_IN_FLIGHT, TableChunks, index_pieces
 from flows.context import RunContext
@@ -73,6 +74,8 @@ class BackupSummary:
     documents_survey: str = ""  # "listing" (one request per 1,000) or "head" (one each)
     packs_uploaded: int = 0  # packs of small blobs written (format 5)
     packs_retired: int = 0  # earlier packs used in part whose blobs in use were packed again
+    table_packs_uploaded: int = 0  # packs of table chunks written
+    table_packs_retired: int = 0
     tables: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -104,6 +107,9 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
     summary = BackupSummary(tenant_id=tenant_id, snapshot_id=snapshot_id, warnings=notes,
                             data_key=keys.active)
     chunks = TableChunks(store, keys, tenant_id)
+    at = lambda name: checkpoint(name)  # noqa: E731, PLW0108 - late-bound, tests replace it
+    chunks.packer = Packer(ctx.s3, ctx.settings.backup_bucket, tenant_id, snapshot_id,
+                           chunks.record, at, series="t")
     previous: dict[str, Any] | None = None
     with Scratch() as scratch:
         if complete:  # what the previous snapshot stored: documents, blobs, table chunks
@@ -115,14 +121,14 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
             tables = _write_tables(ctx, chunks, snap, key, summary)
             scratch.add_rows(confined(iter_documents(snap, ctx.catalog, key),
                                       ctx.catalog.config.documents, tenant_id))
-        # late-bound: tests replace this module's checkpoint to kill the run mid-transfer
-        at = lambda name: checkpoint(name)  # noqa: E731, PLW0108
         counts = Documents(ctx, keys, tenant_id, snapshot_id, scratch, at).run()
         summary.documents, summary.documents_missing = counts.documents, counts.missing
         summary.blobs_uploaded, summary.blobs_renamed = counts.uploaded, counts.renamed
         summary.bytes_uploaded += counts.bytes
         summary.documents_survey = "listing" if counts.listed else "head"
         summary.packs_uploaded, summary.packs_retired = counts.packs, counts.packs_retired
+        summary.table_packs_uploaded = chunks.packer.packs
+        summary.table_packs_retired = chunks.packs_retired
         checkpoint("before-verify")  # every chunk and blob written is read back already
         index = _write_index(chunks, scratch)
     summary.bytes_uploaded += index.pop("uploaded_bytes")
@@ -163,6 +169,9 @@ def _write_tables(ctx: RunContext, chunks: TableChunks, snap: Snapshot, key: obj
             summary.rows += rows
             summary.tables[plan.name] = rows
             checkpoint(f"table:{plan.name}")
+        chunks.finish(pool)  # the last pack of chunks sent, every chunk's place filled in
+        for table in tables:  # what the packs' sealed bytes add up to, now that they are known
+            table["ciphertext_bytes"] = sum(c["ciphertext_bytes"] for c in table["chunks"])
     summary.bytes_uploaded += chunks.uploaded_bytes
     return tables
 

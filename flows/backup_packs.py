@@ -64,9 +64,10 @@ class Packer:
 
     def __init__(self, s3: Any, bucket: str, tenant_id: str, snapshot_id: str,
                  record: Callable[[str, dict[str, Any]], None],
-                 checkpoint: Callable[[str], None]) -> None:
+                 checkpoint: Callable[[str], None], *, series: str = "") -> None:
         self.s3, self.bucket, self.tenant_id = s3, bucket, tenant_id
         self.snapshot_id, self._record, self._checkpoint = snapshot_id, record, checkpoint
+        self.series = series  # "t" for table chunks: their packs never share a name
         self._ready = threading.Condition()  # guards the pack being filled
         self._slots = threading.BoundedSemaphore(FLUSHES_IN_FLIGHT)
         self._buffer = bytearray()
@@ -97,7 +98,7 @@ class Packer:
             with self._ready:
                 if not self._members or (full and len(self._buffer) < PACK_BYTES):
                     return
-                name = f"{PACK_PREFIX}{self.snapshot_id}-{self._count:05d}"
+                name = f"{PACK_PREFIX}{self.snapshot_id}-{self.series}{self._count:05d}"
                 self._count += 1
                 data, members = bytes(self._buffer), self._members
                 self._buffer, self._members = bytearray(), []

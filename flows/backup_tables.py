@@ -20,6 +20,12 @@ process's transfer budget (``flows.backup_pool.BUFFERS``), shared with the docum
 A chunk is reused only when the active data key sealed it: after a rotation every chunk is
 written once more under the new key. The Parquet footer names the pyarrow version, so an
 upgrade of pyarrow also rewrites every chunk once.
+
+Since format 5 a table chunk of at most 1 MiB sealed goes into a pack of its own series
+(:mod:`flows.backup_packs`: a million rows are about ten PUTs, not 4,000); a chunk's place is
+known once its pack is read back, so the table entries are completed by :meth:`finish`. A pack
+of table chunks the new snapshot uses less than half of is rewritten from its own bytes (one
+GET), as document packs are from the documents bucket.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flows import backup_packs
+from flows.backup_packs import Packer, should_retire
 from flows.backup_pool import BUFFERS
 from storage import backup_store as layout
 from storage import objects
@@ -47,7 +55,7 @@ from storage.snapshots import BLOB_OBJECT, SnapshotStore
 CHUNK_BITS = 8
 # Rows per chunk on average: few enough that a night's changed rows re-upload little (a table of
 # a few thousand rows is then several chunks), many enough that a million rows are about 4,000
-# objects (a PUT and a read-back each on a full night, UPLOADS_IN_FLIGHT at a time).
+# chunks (format 5: in about ten packs of about 8 MiB, a PUT and a read-back each).
 CHUNK_ROWS = 1 << CHUNK_BITS
 MAX_CHUNK_ROWS = 16 * CHUNK_ROWS
 MAX_CHUNK_BYTES = 4 * 1024 * 1024  # of Arrow data; its Parquet is usually much smaller
@@ -146,6 +154,11 @@ class TableChunks:
     uploaded: int = 0
     uploaded_bytes: int = 0
     reused: int = 0
+    packer: Packer | None = None  # format 5: table chunks are packed (set by the backup)
+    packs_retired: int = 0
+    _packed: list[dict[str, Any]] = field(default_factory=list)  # entries to place at finish
+    _used: dict[str, set[str]] = field(default_factory=dict)  # reused pack -> its chunks used
+    _claimed: set[str] = field(default_factory=set)  # chunks this run writes
 
     def remember(self, manifest: dict[str, Any]) -> None:
         """The chunks of the previous snapshot, its tables' and its index's (its manifest is
@@ -161,13 +174,43 @@ class TableChunks:
     def store_table(self, pool: ThreadPoolExecutor, batches: Iterable[pa.RecordBatch],
                     schema: pa.Schema, primary_key: Sequence[str]) -> list[dict[str, Any]]:
         """Every chunk of one table, in order: reused, or sealed, PUT and read back."""
-        return self.store_pieces(pool, ((parquet_bytes(t), t.num_rows)
-                                        for t in chunk_rows(batches, schema, primary_key)))
+        entries = self.store_pieces(pool, ((parquet_bytes(t), t.num_rows)
+                                           for t in chunk_rows(batches, schema, primary_key)),
+                                    packed=self.packer is not None)
+        for entry in entries:
+            if "pack" in self.known[entry["blob"]] and entry["blob"] not in self._claimed:
+                info = self.known[entry["blob"]]
+                self._used.setdefault(info["pack"], set()).add(entry["blob"])
+        self._packed.extend(entries)
+        return entries
 
-    def store_pieces(self, pool: ThreadPoolExecutor, pieces: Iterable[tuple[bytes, int]]
-                     ) -> list[dict[str, Any]]:
+    def record(self, name: str, info: dict[str, Any]) -> None:
+        """A chunk's place in the pack just read back (the packer calls this)."""
+        self.known.setdefault(name, {}).update(info, data_key=self.keys.active)
+
+    def finish(self, pool: ThreadPoolExecutor) -> None:
+        """Rewrite the reused packs mostly unused, send the last pack, and complete every
+        table entry with its chunk's place (call once every table is stored)."""
+        if self.packer is None:
+            return
+        for pack, used in self._used.items():
+            members = [{"blob": b, **self.known[b]} for b in sorted(used)]
+            if not should_retire(int(members[0].get("pack_blobs") or 0), len(used)):
+                continue
+            self.packs_retired += 1
+            replaced = self.store.pack_plaintexts(self.keys, self.tenant_id, pack, members)
+            jobs = [pool.submit(self._seal, m["blob"], plain) for m, plain in replaced]
+            for job in jobs:
+                self._stored(job.result())
+        self.packer.close()
+        for entry in self._packed:
+            entry.update(self.known[entry["blob"]])
+
+    def store_pieces(self, pool: ThreadPoolExecutor, pieces: Iterable[tuple[bytes, int]],
+                     *, packed: bool = False) -> list[dict[str, Any]]:
         """Store ``(plaintext, rows)`` pieces as blobs, in order: each reused, or sealed, PUT
-        and read back (at most :data:`UPLOADS_IN_FLIGHT` at a time)."""
+        and read back (at most :data:`UPLOADS_IN_FLIGHT` at a time); with ``packed``, small
+        ones go to the packer (their place is filled in by :meth:`finish`)."""
         entries: list[dict[str, Any]] = []
         in_flight: list[Future[dict[str, Any]]] = []
         for data, count in pieces:
@@ -179,7 +222,8 @@ class TableChunks:
                 self.reused += 1
                 continue
             self.known[name] = {}  # claimed; filled in once stored and read back
-            in_flight.append(pool.submit(self._put, name, data))
+            self._claimed.add(name)
+            in_flight.append(pool.submit(self._seal, name, data, pack=packed))
             if len(in_flight) >= UPLOADS_IN_FLIGHT:
                 self._stored(self._first(in_flight))
         while in_flight:
@@ -200,20 +244,31 @@ class TableChunks:
 
     def _stored(self, info: dict[str, Any]) -> None:
         name = info.pop("blob")
-        self.known[name] = info
+        self.known.setdefault(name, {}).update(info)  # the packer may have placed it already
         self.uploaded += 1
         self.uploaded_bytes += info["ciphertext_bytes"]
 
-    def _put(self, name: str, data: bytes) -> dict[str, Any]:
-        """Seal one chunk in memory, PUT it at its blob name and read it back."""
-        with BUFFERS.reserve(2 * len(data)):  # the plaintext and its sealed copy
+    def _seal(self, name: str, data: bytes, *, pack: bool = True) -> dict[str, Any]:
+        """Seal one chunk in memory (the plaintext and its sealed copy reserved from the
+        budget); into a pack when asked and small enough, else PUT alone and read back."""
+        with BUFFERS.reserve(2 * len(data)):
             sealed = io.BytesIO()
             with EncryptingWriter(sealed, self.keys,
                                   object_associated_data(self.tenant_id, BLOB_OBJECT)) as enc:
                 enc.write(data)
-            stored = layout.put(self.store.s3, self.store.bucket,
-                                layout.blob_key(self.tenant_id, name), sealed, self.tenant_id)
-        objects.verify(self.store.s3, self.store.bucket, stored, self.tenant_id)
+            if not pack or self.packer is None or sealed.tell() > backup_packs.PACKED_BLOB_BYTES:
+                return self._sent(name, data, enc.plaintext_sha256, sealed)
+            size = sealed.tell()
+            self.packer.add(name, sealed.getvalue(), len(data))
         return {"blob": name, "plaintext_bytes": len(data),
                 "plaintext_sha256": enc.plaintext_sha256, "data_key": self.keys.active,
-                "ciphertext_bytes": stored.bytes, "ciphertext_sha256": stored.sha256}
+                "ciphertext_bytes": size}
+
+    def _sent(self, name: str, data: bytes, sha: str, sealed: io.BytesIO) -> dict[str, Any]:
+        """PUT one sealed chunk at its blob name and read it back."""
+        stored = layout.put(self.store.s3, self.store.bucket,
+                            layout.blob_key(self.tenant_id, name), sealed, self.tenant_id)
+        objects.verify(self.store.s3, self.store.bucket, stored, self.tenant_id)
+        return {"blob": name, "plaintext_bytes": len(data), "plaintext_sha256": sha,
+                "data_key": self.keys.active, "ciphertext_bytes": stored.bytes,
+                "ciphertext_sha256": stored.sha256}

@@ -44,7 +44,7 @@ from storage import objects
 from storage.aead import Keys, SeekableDecryptor, object_associated_data
 from storage.keys import KeyWrapper
 from storage.s3 import require_bucket
-from storage.snapshots import BLOB_OBJECT, object_name, schema_of
+from storage.snapshots import object_name, schema_of
 
 PARQUET_BATCH_ROWS = 5000
 RESTORE_STAGING = "tenant-export-restore-staging/"  # in the target documents bucket
@@ -204,8 +204,8 @@ def _table_load(ctx: S3Context, dek: Keys, tenant_id: str, snapshot_id: str,
 def _read_chunk(ctx: S3Context, dek: Keys, tenant_id: str, chunk: dict[str, Any]) -> bytes:
     """A table chunk's Parquet bytes, checked against the manifest (it was verified before the
     restore began; a blob swapped since then is caught here, before its rows are loaded)."""
-    key = layout.blob_key(tenant_id, chunk["blob"])
-    data = b"".join(ctx.store.decrypt_object(dek, tenant_id, key, BLOB_OBJECT))
+    key = layout.blob_key(tenant_id, chunk.get("pack") or chunk["blob"])
+    data = b"".join(ctx.store.blob_plaintext(dek, tenant_id, chunk))
     sha = hashlib.sha256(data).hexdigest()
     if sha != chunk["plaintext_sha256"] or len(data) != chunk["plaintext_bytes"]:
         raise VerificationFailed(f"{key}: decrypts to {len(data)} bytes sha256 {sha}, the "

@@ -83,22 +83,26 @@ def verify_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str,
 
     def checks() -> Iterator[Callable[[], None]]:
         nonlocal checked, documents
-        for table in manifest["tables"]:
-            if "chunks" not in table:  # formats 1-3: one object per table
-                checked += 1
-                yield functools.partial(
-                    _check_plain, ctx, dek, tenant_id, prefix + table["object"],
-                    object_name(snapshot_id, table["object"]), table["plaintext_bytes"],
-                    table["plaintext_sha256"])
-            for chunk in table.get("chunks", []):
-                if chunk["blob"] not in seen:
+        with MemberSpool() as packed:  # format 5: each pack read once, whole, at the end
+            for table in manifest["tables"]:
+                if "chunks" not in table:  # formats 1-3: one object per table
+                    checked += 1
+                    yield functools.partial(
+                        _check_plain, ctx, dek, tenant_id, prefix + table["object"],
+                        object_name(snapshot_id, table["object"]), table["plaintext_bytes"],
+                        table["plaintext_sha256"])
+                for chunk in table.get("chunks", []):
+                    if chunk["blob"] in seen:
+                        continue
                     seen.add(chunk["blob"])
                     checked += 1
+                    if chunk.get("pack"):
+                        packed.add({**chunk, "sha256": chunk["plaintext_sha256"]})
+                        continue
                     yield functools.partial(
                         _check_plain, ctx, dek, tenant_id,
                         layout.blob_key(tenant_id, chunk["blob"]), BLOB_OBJECT,
                         chunk["plaintext_bytes"], chunk["plaintext_sha256"])
-        with MemberSpool() as packed:  # format 5: each pack read once, whole, after the index
             for doc in store.documents(dek, tenant_id, manifest):
                 documents += 1
                 blob = doc.get("blob")

@@ -264,7 +264,7 @@ class SnapshotStore:
             yield chunk["blob"]
         for table in manifest.get("tables", []):
             for chunk in table.get("chunks", []):
-                yield chunk["blob"]
+                yield chunk.get("pack") or chunk["blob"]
         for doc in self.documents(keys, tenant_id, manifest):
             if doc.get("blob"):
                 yield doc.get("pack") or doc["blob"]

@@ -146,6 +146,9 @@ def test_an_unchanged_table_uploads_nothing_and_a_changed_row_one_chunk(
     described = members_of(read_manifest(ctx, first.snapshot_id))
     assert described["rows"] == first.tables["members"] >= MEMBERS
     assert len(described["chunks"]) >= 5 and described["uploaded_bytes"] > 0
+    # format 5: the chunks travel in packs (a few PUTs for the whole table)
+    assert all(c.get("pack", "").startswith("pack-") for c in described["chunks"])
+    assert len({c["pack"] for c in described["chunks"]}) < len(described["chunks"]) / 4
 
     with counting(moto_endpoint, monkeypatch) as proxy:
         unchanged = run_backup()  # a context of its own: its client goes through the proxy
@@ -192,11 +195,16 @@ def test_an_unchanged_table_uploads_nothing_and_a_changed_row_one_chunk(
                                 dry_run=False, now=later)
     assert pruned["keep"] == [changed.snapshot_id], pruned
     replaced = {c["blob"] for c in described["chunks"]} - {c["blob"] for c in now["chunks"]}
-    assert replaced and replaced <= set(pruned["blobs_deleted"])
-    assert not {c["blob"] for c in now["chunks"]} & set(pruned["blobs_deleted"])
+    assert replaced
+    # format 5: the replaced chunk sits in the first night's pack of chunks, which the kept
+    # snapshot still uses (a pack goes with the last snapshot naming it)
+    assert {c["pack"] for c in described["chunks"] if c["blob"] in replaced} <= {
+        c["pack"] for c in now["chunks"]}
+    assert not {c["pack"] for c in now["chunks"]} & set(pruned["blobs_deleted"])
     assert restore.verify_snapshot(ctx, wrapper(), "t-1", changed.snapshot_id)["ok"]
 
 
+@pytest.mark.usefixtures("unpacked")  # one object per chunk: the swap copies objects
 def test_a_chunk_swapped_after_verification_is_refused_before_its_rows_load(
         sqlite_platform: Platform, ctx: RunContext, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,6 +231,7 @@ def test_a_chunk_swapped_after_verification_is_refused_before_its_rows_load(
     assert not target.exists()
 
 
+@pytest.mark.usefixtures("unpacked")  # many objects to read: one per blob, as format 4
 def test_verification_reads_objects_concurrently_within_the_bound(
         sqlite_platform: Platform, ctx: RunContext, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import verify
@@ -298,3 +307,32 @@ def test_index_chunks_are_compressed_and_a_truncated_stream_is_refused(
         list(inflate([packed[:-5]], "chunk", "t-1"))
     with pytest.raises(VerificationFailed, match="not a zlib stream"):
         list(inflate([b"plain text"], "chunk", "t-1"))
+
+
+def test_a_pack_of_chunks_mostly_unused_is_rewritten_and_the_rows_restore(
+        sqlite_platform: Platform, ctx: RunContext, tmp_path: Path) -> None:
+    platform = sqlite_platform
+    add_members(platform, MEMBERS)
+    first = backup.backup_tenant(ctx, wrapper(), "t-1")
+    old = {c["pack"] for c in members_of(read_manifest(ctx, first.snapshot_id))["chunks"]}
+    assert first.table_packs_uploaded >= 1 and len(old) == 1
+    db = platform.source_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:  # most members leave
+        conn.execute("DELETE FROM members WHERE id >= ?", (100_000 + MEMBERS // 4,))
+    second = backup.backup_tenant(ctx, wrapper(), "t-1")
+    assert second.table_packs_retired == 1
+    now = members_of(read_manifest(ctx, second.snapshot_id))
+    assert not {c["pack"] for c in now["chunks"]} & old  # rewritten from its own bytes
+    later = datetime.now(UTC) + timedelta(days=2)
+    pruned = prune.prune_tenant(ctx, wrapper(), "t-1", RetentionPolicy(daily=1, weekly=0,
+                                                                          monthly=0),
+                                dry_run=False, now=later)
+    assert old <= set(pruned["blobs_deleted"])  # the departed rows' bytes are gone
+    restored = tmp_path / "after-rewrite.sqlite"
+    result = restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{restored}",
+                                      snapshot_id=second.snapshot_id)
+    assert result["rows"]["members"] == now["rows"]
+    columns = "id, tenant_id, name, note, score, big, avatar"
+    query = f"SELECT {columns} FROM members WHERE tenant_id = 't-1' ORDER BY id"
+    with sqlite3.connect(db) as source, sqlite3.connect(restored) as target:
+        assert target.execute(query).fetchall() == source.execute(query).fetchall()

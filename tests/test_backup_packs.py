@@ -3,6 +3,7 @@ mostly unused, and nothing committed when a pack fails."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -45,8 +46,10 @@ def entries(ctx: RunContext, snapshot_id: str) -> list[dict[str, Any]]:
 
 
 def pack_requests(proxy: Any, platform: Platform, operation: str) -> int:
+    """Requests on packs of documents (those of table chunks end in ``-t<n>``)."""
     return sum(1 for s in proxy.requests(lambda r: r.bucket == platform.backup_bucket)
-               if s.request.operation == operation and "/blobs/pack-" in s.request.path)
+               if s.request.operation == operation and "/blobs/pack-" in s.request.path
+               and not re.search(r"-t\d+$", s.request.path))
 
 
 # -- the layout, alone ---------------------------------------------------------------------------

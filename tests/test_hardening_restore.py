@@ -164,9 +164,10 @@ def refuse_tampered(ctx: RunContext, platform: Platform) -> dict[str, Any]:
     keys = ctx.store.data_key(wrapper(), "t-1", create=False)
     (members,) = [t for t in ctx.store.read_manifest(keys, "t-1", snapshot_id)["tables"]
                   if t["name"] == "members"]
-    key = store.blob_key("t-1", members["chunks"][0]["blob"])  # format 4: a chunk blob
+    chunk = members["chunks"][0]  # format 5: a chunk in a pack, else a blob of its own
+    key = store.blob_key("t-1", chunk.get("pack") or chunk["blob"])
     body = bytearray(platform.s3.get_object(Bucket=platform.backup_bucket, Key=key)["Body"].read())
-    body[100] ^= 1
+    body[chunk.get("pack_offset", 0) + 100] ^= 1
     platform.s3.put_object(Bucket=platform.backup_bucket, Key=key, Body=bytes(body))
     return {}
 
