@@ -129,6 +129,7 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
         summary.packs_uploaded, summary.packs_retired = counts.packs, counts.packs_retired
         summary.table_packs_uploaded = chunks.packer.packs
         summary.table_packs_retired = chunks.packs_retired
+        summary.warnings.extend(chunks.warnings)
         checkpoint("before-verify")  # every chunk and blob written is read back already
         index = _write_index(chunks, scratch)
     summary.bytes_uploaded += index.pop("uploaded_bytes")

@@ -336,3 +336,24 @@ def test_a_pack_of_chunks_mostly_unused_is_rewritten_and_the_rows_restore(
     query = f"SELECT {columns} FROM members WHERE tenant_id = 't-1' ORDER BY id"
     with sqlite3.connect(db) as source, sqlite3.connect(restored) as target:
         assert target.execute(query).fetchall() == source.execute(query).fetchall()
+
+
+def test_a_damaged_pack_of_chunks_is_reported_not_a_backup_stopper(
+        sqlite_platform: Platform, ctx: RunContext) -> None:
+    platform = sqlite_platform
+    add_members(platform, MEMBERS)
+    first = backup.backup_tenant(ctx, wrapper(), "t-1")
+    chunk = members_of(read_manifest(ctx, first.snapshot_id))["chunks"][0]
+    key = store.blob_key("t-1", chunk["pack"])
+    body = bytearray(platform.s3.get_object(Bucket=platform.backup_bucket, Key=key)["Body"]
+                     .read())
+    body[chunk["pack_offset"] + 60] ^= 1  # a chunk the next snapshot still uses
+    platform.s3.put_object(Bucket=platform.backup_bucket, Key=key, Body=bytes(body))
+    db = platform.source_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as conn:  # the pack falls under half in use: a rewrite is due
+        conn.execute("DELETE FROM members WHERE id >= ?", (100_000 + MEMBERS // 4,))
+    second = backup.backup_tenant(ctx, wrapper(), "t-1")  # not stopped by the damage
+    assert second.table_packs_retired == 0
+    assert any(chunk["pack"] in w and "could not be read" in w for w in second.warnings)
+    with pytest.raises(VerificationFailed, match=chunk["pack"]):  # and verify says where
+        restore.verify_snapshot(ctx, wrapper(), "t-1", second.snapshot_id)
