@@ -100,15 +100,17 @@ class Packer:
                     return
                 name = f"{PACK_PREFIX}{self.snapshot_id}-{self.series}{self._count:05d}"
                 self._count += 1
-                data, members = bytes(self._buffer), self._members
+                data, members = self._buffer, self._members  # handed over, not copied
                 self._buffer, self._members = bytearray(), []
                 self._ready.notify_all()
             self._send(name, data, members)
 
-    def _send(self, name: str, data: bytes, members: list[Member]) -> None:
+    def _send(self, name: str, data: bytearray, members: list[Member]) -> None:
+        body = io.BytesIO(data)
+        data.clear()  # one copy of the pack in memory while it is sent, not two
         stored = layout.put(self.s3, self.bucket, layout.blob_key(self.tenant_id, name),
-                            io.BytesIO(data), self.tenant_id)
-        del data
+                            body, self.tenant_id)
+        del body
         self._checkpoint("blob-written")
         objects.verify(self.s3, self.bucket, stored, self.tenant_id)
         for m in members:
