@@ -151,3 +151,17 @@ def unpacked(monkeypatch: pytest.MonkeyPatch) -> None:
     from flows import backup_packs
 
     monkeypatch.setattr(backup_packs, "PACKED_BLOB_BYTES", 0)
+
+
+@pytest.fixture
+def ctx(sqlite_platform: Platform) -> Iterator[Any]:
+    """A run context on the SQLite platform's settings, closed after the test (the flows'
+    imports stay out of this module: many tests never need them)."""
+    from flows.context import RunContext
+    from kernel.settings import Settings
+
+    context = RunContext.open(Settings())
+    try:
+        yield context
+    finally:
+        context.close()

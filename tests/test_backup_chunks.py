@@ -9,7 +9,6 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -103,15 +102,6 @@ def test_an_empty_table_has_no_chunk() -> None:
 # -- backups of the platform -----------------------------------------------------------------
 
 
-@pytest.fixture
-def ctx(sqlite_platform: Platform) -> Iterator[RunContext]:
-    context = RunContext.open(Settings())
-    try:
-        yield context
-    finally:
-        context.close()
-
-
 def add_members(platform: Platform, count: int) -> None:
     db = platform.source_url.removeprefix("sqlite:///")
     with sqlite3.connect(db) as conn:
@@ -130,6 +120,19 @@ def members_of(manifest: dict[str, Any]) -> dict[str, Any]:
 def read_manifest(ctx: RunContext, snapshot_id: str) -> dict[str, Any]:
     keys = ctx.store.data_key(wrapper(), "t-1", create=False)
     return ctx.store.read_manifest(keys, "t-1", snapshot_id)
+
+
+def assert_members_restored(ctx: RunContext, snapshot_id: str, rows: int, db: str,
+                            restored: Path) -> None:
+    """Restore the snapshot into a new database: the tenant's members come back value by
+    value, as the platform holds them."""
+    result = restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{restored}",
+                                      snapshot_id=snapshot_id)
+    assert result["rows"]["members"] == rows
+    columns = "id, tenant_id, name, note, score, big, avatar"
+    query = f"SELECT {columns} FROM members WHERE tenant_id = 't-1' ORDER BY id"
+    with sqlite3.connect(db) as source, sqlite3.connect(restored) as target:
+        assert target.execute(query).fetchall() == source.execute(query).fetchall()
 
 
 def blob_puts(proxy: Any, platform: Platform) -> int:
@@ -179,14 +182,8 @@ def test_an_unchanged_table_uploads_nothing_and_a_changed_row_one_chunk(
     assert now["uploaded_bytes"] == new[0]["ciphertext_bytes"]
     assert now["uploaded_bytes"] < described["uploaded_bytes"] / 4
 
-    restored = tmp_path / f"restored-{uuid.uuid4().hex[:6]}.sqlite"
-    result = restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{restored}",
-                                      snapshot_id=changed.snapshot_id)
-    assert result["rows"]["members"] == now["rows"]
-    columns = "id, tenant_id, name, note, score, big, avatar"
-    query = f"SELECT {columns} FROM members WHERE tenant_id = 't-1' ORDER BY id"
-    with sqlite3.connect(db) as source, sqlite3.connect(restored) as target:
-        assert target.execute(query).fetchall() == source.execute(query).fetchall()
+    assert_members_restored(ctx, changed.snapshot_id, now["rows"], db,
+                            tmp_path / f"restored-{uuid.uuid4().hex[:6]}.sqlite")
 
     # prune keeps every chunk a surviving snapshot names, and deletes the replaced one
     later = datetime.now(UTC) + timedelta(days=2)  # blobs younger than a day are never pruned
@@ -328,14 +325,8 @@ def test_a_pack_of_chunks_mostly_unused_is_rewritten_and_the_rows_restore(
                                                                           monthly=0),
                                 dry_run=False, now=later)
     assert old <= set(pruned["blobs_deleted"])  # the departed rows' bytes are gone
-    restored = tmp_path / "after-rewrite.sqlite"
-    result = restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{restored}",
-                                      snapshot_id=second.snapshot_id)
-    assert result["rows"]["members"] == now["rows"]
-    columns = "id, tenant_id, name, note, score, big, avatar"
-    query = f"SELECT {columns} FROM members WHERE tenant_id = 't-1' ORDER BY id"
-    with sqlite3.connect(db) as source, sqlite3.connect(restored) as target:
-        assert target.execute(query).fetchall() == source.execute(query).fetchall()
+    assert_members_restored(ctx, second.snapshot_id, now["rows"], db,
+                            tmp_path / "after-rewrite.sqlite")
 
 
 def test_a_damaged_pack_of_chunks_is_reported_not_a_backup_stopper(

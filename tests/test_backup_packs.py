@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,6 @@ from tests.test_backup_scale import counting, requests_to
 
 def wrapper() -> KeyWrapper:
     return parse_master_key(Settings().master_key_value() or "")
-
-
-@pytest.fixture
-def ctx(sqlite_platform: Platform) -> Iterator[RunContext]:
-    context = RunContext.open(Settings())
-    try:
-        yield context
-    finally:
-        context.close()
 
 
 def entries(ctx: RunContext, snapshot_id: str) -> list[dict[str, Any]]:

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,15 +39,6 @@ from tests.test_format_vectors import encrypt_v1
 from tests.test_key_rotation import restores
 
 SHARED = b"the same contract, uploaded by two clients\n" * 50
-
-
-@pytest.fixture
-def ctx(sqlite_platform: Platform) -> Iterator[RunContext]:
-    context = RunContext.open(Settings())
-    try:
-        yield context
-    finally:
-        context.close()
 
 
 def sha(data: bytes) -> str:

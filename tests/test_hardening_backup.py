@@ -44,15 +44,6 @@ def wrapper() -> KeyWrapper:
     return parse_master_key(Settings().master_key_value() or "")
 
 
-@pytest.fixture
-def ctx(sqlite_platform: Platform) -> Iterator[RunContext]:
-    context = RunContext.open(Settings())
-    try:
-        yield context
-    finally:
-        context.close()
-
-
 def keys(platform: Platform, bucket: str, prefix: str = "") -> list[str]:
     return objects.list_keys(platform.s3, bucket, prefix)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,15 +33,6 @@ runner = CliRunner()
 
 def wrapper() -> KeyWrapper:
     return parse_master_key(Settings().master_key_value() or "")
-
-
-@pytest.fixture
-def ctx(sqlite_platform: Platform) -> Iterator[RunContext]:
-    context = RunContext.open(Settings())
-    try:
-        yield context
-    finally:
-        context.close()
 
 
 def docs_bucket(platform: Platform) -> str:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +37,6 @@ from tests.conftest import Platform
 from tests.test_keys_kms import make_kms_key
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def ctx(sqlite_platform: Platform) -> Iterator[RunContext]:
-    context = RunContext.open(Settings())
-    try:
-        yield context
-    finally:
-        context.close()
 
 
 def run_backup(ctx: RunContext) -> backup.BackupSummary:
