@@ -7,6 +7,7 @@ started by a Prefect worker is its own edge and resolves them from its environme
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -95,13 +96,31 @@ class RunContext(S3Context):
         with Snapshot(self.engine) as snap:
             return tenant_key(self.catalog, snap, tenant_id)
 
-    def snapshot(self) -> Snapshot:
-        """A read snapshot with the batch bounds of the settings."""
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """A read snapshot with the batch bounds of the settings; on the way out, the run's log
+        says which tables were read as tuples instead of by ADBC, and why."""
         from sources.database import Snapshot  # noqa: PLC0415 - Arrow, when asked for
 
-        return Snapshot(self.engine, batch_rows=self.settings.batch_rows,
-                        batch_bytes=self.settings.batch_bytes)
+        with Snapshot(self.engine, batch_rows=self.settings.batch_rows,
+                      batch_bytes=self.settings.batch_bytes,
+                      arrow=self.settings.arrow_reads) as snap:
+            yield snap
+            for table, reason in sorted(snap.arrow_fallbacks.items()):
+                _run_log().info("table %s read as Python tuples (slower, same values): %s",
+                                "(every table)" if table == "*" else repr(table), reason)
 
     def close(self) -> None:
         """Release pooled database connections."""
         self.engine.dispose()
+
+
+def _run_log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The flow run's logger inside a run, else this module's."""
+    from prefect import get_run_logger  # noqa: PLC0415 - flows only
+    from prefect.exceptions import MissingContextError  # noqa: PLC0415
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)

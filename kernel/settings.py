@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         description="A batch read from the database is cut once its values hold about this "
         "many bytes (wide rows would otherwise fill memory at batch_rows rows).",
     )
+    arrow_reads: bool = Field(
+        default=True,
+        description="Read tables with ADBC (Arrow from the driver, PostgreSQL by COPY) where "
+        "that is exact; false reads every table as Python tuples (slower, same bytes).",
+    )
     fetch_concurrency: int = Field(
         default=16, ge=1, le=256,
         description="Object requests (document reads, uploads) in flight at once.",

@@ -14,7 +14,7 @@ import itertools
 import sqlite3
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kernel.dburl import describe_url, driver_errors, error_reason, normalize_url
 from kernel.errors import SourceUnavailable, TransientError
+from sources.arrowread import ARROW_BATCH_DIVISOR, ArrowConnection, TableQuery
 from sources.scoping import Owned, Sql, unowned_counts
 from sources.tables import Place, TablePlan, TenantRef
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # Arrow only where rows become batches: opening and probing n
     from sources.arrow_types import ColumnMapping
 
 DEFAULT_BATCH_BYTES = 64 * 1024**2
+_ARROW_VALUE_BYTES = 16  # a value's offsets, validity and fixed width in Arrow, at most
 
 # Session settings that change how PostgreSQL renders values as text: pinned, so an export does
 # not depend on what a DBA set for the database or role (extra_float_digits=0 would round floats).
@@ -86,7 +88,9 @@ class Snapshot(AbstractContextManager["Snapshot"]):
     """Every read inside one ``with`` block sees the database at a single instant."""
 
     def __init__(self, engine: Engine, batch_rows: int = 20_000,
-                 batch_bytes: int = DEFAULT_BATCH_BYTES) -> None:
+                 batch_bytes: int = DEFAULT_BATCH_BYTES, *, arrow: bool = False) -> None:
+        """``arrow``: read tables with ADBC where that is exact (``sources.arrowtable``);
+        ``arrow_fallbacks`` then says which tables were read as tuples, and why."""
         self._engine = engine
         self._batch_rows = batch_rows
         self._batch_bytes = batch_bytes
@@ -94,6 +98,11 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         self._quote_name = engine.dialect.identifier_preparer.quote
         self._raw: Any = None
         self._conn: Any = None
+        self._use_arrow = arrow
+        self._arrow: ArrowConnection | None = None
+        self._arrow_tried = False
+        self.arrow_fallbacks: dict[str, str] = {}  # table -> why it was read as tuples
+        self._widest: dict[str, int] = {}  # SQLite table -> bytes of its widest tenant row
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,7 +115,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             self._conn = self._raw.driver_connection
             if self.is_sqlite:
                 self._conn.isolation_level = None  # we issue BEGIN ourselves
-                self._conn.execute("BEGIN")
+                self._begin_sqlite()
             else:
                 import psycopg  # noqa: PLC0415 - only needed for PostgreSQL
 
@@ -127,7 +136,49 @@ class Snapshot(AbstractContextManager["Snapshot"]):
     ) -> None:
         self._close()
 
+    def _begin_sqlite(self) -> None:
+        """BEGIN, and with an ADBC connection on the file when it can read the same state."""
+        path = self._engine.url.database or ""
+        if not (self._use_arrow and path and path != ":memory:" and not path.startswith("file:")):
+            self._conn.execute("BEGIN")
+            return
+        from sources.arrowread import open_sqlite_pair  # noqa: PLC0415 - Arrow, when read
+
+        def begin() -> None:
+            self._conn.execute("BEGIN")
+            self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+        self._arrow_tried = True
+        self._arrow = open_sqlite_pair(
+            str(Path(path).absolute()),
+            lambda: int(self._conn.execute("PRAGMA data_version").fetchone()[0]),
+            begin, lambda: self._conn.execute("ROLLBACK"))
+        if self._arrow is None:
+            self.arrow_fallbacks["*"] = "ADBC could not open the file at the snapshot's instant"
+
+    def _arrow_connection(self) -> ArrowConnection | None:
+        """The snapshot's ADBC connection (PostgreSQL: opened on first use), or None."""
+        if self._arrow is not None or self._arrow_tried or not self._use_arrow:
+            return self._arrow
+        self._arrow_tried = True
+        from sources.arrowread import open_postgres  # noqa: PLC0415 - Arrow, when read
+
+        try:  # not in a savepoint: PostgreSQL exports no snapshot from a subtransaction
+            exported = self._conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        except driver_errors() as err:
+            raise _translate(err, "the snapshot (exporting it)") from err
+        try:
+            url = self._engine.url.set(drivername="postgresql")
+            self._arrow = open_postgres(url.render_as_string(hide_password=False),
+                                        str(exported), _PG_SESSION)
+        except SourceUnavailable as err:
+            self.arrow_fallbacks["*"] = f"no ADBC reader on the snapshot: {error_reason(err)}"
+        return self._arrow
+
     def _close(self) -> None:
+        if self._arrow is not None:
+            self._arrow.close()
+            self._arrow = None
         if self._raw is None:
             return
         try:
@@ -266,15 +317,49 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         arrow_schema = pa.schema(fields)
         exprs = [self._expression(c.name, m) for c, m in zip(plan.columns, mappings, strict=True)]
         owned = Owned(self.sql, tenant)
-        sql = (f"SELECT {', '.join(exprs) or 'NULL'} FROM {self.source(plan, tenant, schema)} t "
-               f"WHERE {owned.where(plan.effective_scope, 't')}")
+        tail = (f"FROM {self.source(plan, tenant, schema)} t "
+                f"WHERE {owned.where(plan.effective_scope, 't')}")
         if plan.primary_key:
-            sql += " ORDER BY " + ", ".join(self.sql.column("t", c) for c in plan.primary_key)
+            tail += " ORDER BY " + ", ".join(self.sql.column("t", c) for c in plan.primary_key)
+        query = TableQuery(plan.name, exprs, tail, owned.params, bool(plan.primary_key))
+        fast = self._arrow_batches(query, arrow_schema, mappings)
+        if fast is not None:
+            return TableStream(plan=plan, schema=arrow_schema, batches=fast)
+        sql = f"SELECT {', '.join(exprs) or 'NULL'} {tail}"
         batches = (
             to_batch(rows, arrow_schema, mappings)
             for rows in self.batches(sql, owned.params, f"table {plan.name!r}")
         )
         return TableStream(plan=plan, schema=arrow_schema, batches=batches)
+
+    def _arrow_batches(self, query: TableQuery, schema: pa.Schema,
+                       mappings: list[ColumnMapping]) -> Iterator[pa.RecordBatch] | None:
+        """The table read by ADBC when that is exact, else None (the reason recorded)."""
+        from sources.arrowtable import arrow_batches  # noqa: PLC0415 - Arrow, when read
+
+        conn = self._arrow_connection() if query.exprs else None
+        if conn is None:
+            return None
+        params: Sequence[object] = query.params
+        tail = query.tail
+        rows = self._batch_rows
+        if self.is_sqlite:
+            room = self._batch_bytes // ARROW_BATCH_DIVISOR
+            rows = max(1, min(rows, room // max(1, self._widest.get(query.name, 1))))
+        else:  # COPY takes no parameters: the tenant's key is inlined as a quoted literal
+            tail = _inline_params(self._conn, tail, params)
+            params = ()
+        try:
+            result = arrow_batches(
+                conn, replace(query, tail=tail, params=params), schema, mappings,
+                lambda sql: self.batches(sql, query.params, f"table {query.name!r}"),
+                batch_rows=rows, batch_bytes=self._batch_bytes)
+        except Exception as err:  # noqa: BLE001 - reported, and the tuple path reads it
+            result = f"the ADBC read failed: {error_reason(err)}"
+        if isinstance(result, str):
+            self.arrow_fallbacks[query.name] = result
+            return None
+        return result
 
     def _expression(self, name: str, mapping: ColumnMapping) -> str:
         column = self.sql.column("t", name)
@@ -290,21 +375,35 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             return [postgres_mapping(c.declared) for c in plan.columns]
         if not plan.columns:
             return []
-        probes = ", ".join(
-            f"group_concat(DISTINCT typeof({self.sql.column('t', c.name)}))"
-            for c in plan.columns
-        )
+        columns = [self.sql.column("t", c.name) for c in plan.columns]
+        probes = ", ".join(f"group_concat(DISTINCT typeof({c}))" for c in columns)
+        # The widest row's bytes bound ADBC's batches (SQLite's driver counts rows only).
+        widest = " + ".join(f"coalesce(length(CAST({c} AS BLOB)), 0)" for c in columns)
         owned = Owned(self.sql, tenant)
-        sql = (f"SELECT {probes} FROM {self.source(plan, tenant, schema)} t "
+        sql = (f"SELECT {probes}, max({widest}) FROM {self.source(plan, tenant, schema)} t "
                f"WHERE {owned.where(plan.effective_scope, 't')}")
         try:
-            row = self._conn.execute(sql, tuple(owned.params)).fetchone()
+            *row, most = self._conn.execute(sql, tuple(owned.params)).fetchone()
         except sqlite3.Error as err:
             raise _translate(err, f"table {plan.name!r}") from err
+        self._widest[plan.name] = int(most or 0) + _ARROW_VALUE_BYTES * len(columns)
         return [
             sqlite_mapping(c.declared_text, set((classes or "").split(",")) - {""})
             for c, classes in zip(plan.columns, row, strict=True)
         ]
+
+
+def _inline_params(conn: Any, tail: str, params: Sequence[object]) -> str:
+    """``%s`` markers replaced by literals psycopg quotes for this connection."""
+    from psycopg import sql  # noqa: PLC0415 - only needed for PostgreSQL
+
+    parts = tail.replace("%%", "%").split("%s")
+    if len(parts) != len(params) + 1:
+        raise SourceUnavailable(f"cannot inline {len(params)} parameters into {tail!r}")
+    out = [parts[0]]
+    for value, part in zip(params, parts[1:], strict=True):
+        out += [sql.Literal(value).as_string(conn), part]
+    return "".join(out)
 
 
 def _translate(err: BaseException, what: str) -> SourceUnavailable:

@@ -1,0 +1,205 @@
+"""One table's rows as Arrow batches read by ADBC, identical to what the tuple path builds.
+
+``sources.database`` builds the statement and the column mappings; this module decides whether
+the ADBC path can read the table *exactly*, and if so assembles batches of the table's schema:
+
+- Columns of one storage class (or of a PostgreSQL type read as bool, integer, float, text or
+  bytes) come from ADBC. SQLite's driver infers a column's type from its first batch: a column
+  NULL throughout that batch is inferred as integer, and a later text value would stop the
+  read, so such a table is read as tuples instead (decided on the first batch, before any row
+  is handed on).
+- Columns of mixed SQLite storage classes need each value's class (``render_mixed``): they are
+  read as tuples by a second statement on the snapshot's own connection, in the same primary
+  key order, and joined batch by batch; the row counts must agree to the last row. A table
+  with such columns and no primary key has no order both reads share: tuples.
+
+Whatever cannot be read exactly returns a reason, never a guess; the caller records it and
+reads tuples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from kernel.errors import SourceUnavailable
+from sources.arrow_types import ColumnMapping
+from sources.arrowread import ArrowConnection, TableQuery
+from sources.rowbatch import to_batch
+
+# PostgreSQL types ADBC hands over as opaque bytes that are the value's UTF-8 text: their
+# binary send function is text's.
+_TEXT_LIKE = frozenset({"citext"})
+
+
+def _text_like(got: pa.DataType) -> bool:
+    return (isinstance(got, pa.OpaqueType) and got.vendor_name == "PostgreSQL"
+            and got.type_name in _TEXT_LIKE)
+
+
+def _as(array: pa.Array, want: pa.DataType) -> pa.Array:
+    """A column of the driver's as the schema's type (exact, :func:`_compatible` decided)."""
+    if _text_like(array.type):
+        array = array.storage  # UTF-8 bytes: the cast below validates them
+    return array.cast(want)
+
+
+def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
+    """Whether the driver's type holds exactly the values the tuple path would (a widening
+    integer or an offset width aside)."""
+    if _text_like(got):
+        return bool(pa.types.is_string(want))
+    for kind in (pa.types.is_integer, pa.types.is_boolean, pa.types.is_floating):
+        if kind(want):
+            return bool(kind(got)) and (not pa.types.is_floating(want) or got == want)
+    if pa.types.is_string(want):
+        return bool(pa.types.is_string(got) or pa.types.is_large_string(got))
+    if pa.types.is_binary(want):
+        return bool(pa.types.is_binary(got) or pa.types.is_large_binary(got))
+    return False
+
+
+def arrow_batches(conn: ArrowConnection, query: TableQuery, schema: pa.Schema,
+                  mappings: Sequence[ColumnMapping], tuples: Callable[[str], Iterator[
+                      list[tuple[Any, ...]]]], *, batch_rows: int, batch_bytes: int
+                  ) -> Iterator[pa.RecordBatch] | str:
+    """The table's batches, or why the ADBC path cannot read it exactly.
+
+    ``tuples(sql)`` runs a statement on the snapshot's own connection and yields its rows in
+    batches (used for mixed columns). ``batch_rows`` bounds SQLite's batches (the caller sizes
+    it by the widest row), ``batch_bytes`` PostgreSQL's.
+    """
+    fast = [i for i, m in enumerate(mappings) if not m.mixed]
+    mixed = [i for i, m in enumerate(mappings) if m.mixed]
+    if not fast:
+        return "every column holds values of several SQLite storage classes"
+    if mixed and not query.ordered:
+        return "columns of several storage classes and no primary key to align two reads"
+    sql = f"SELECT {', '.join(query.exprs[i] for i in fast)} {query.tail}"
+    reader = conn.reader(sql, query.params, batch_rows=batch_rows, batch_bytes=batch_bytes)
+    fields = _fields_by_column(schema, mappings)
+    try:
+        first = _next(reader, query.name)
+        if first is not None:
+            for pos, i in enumerate(fast):
+                got, want = first.column(pos).type, mappings[i].arrow_type
+                nulls = first.column(pos).null_count == first.num_rows
+                if not _compatible(got, want) and not (nulls and not mappings[i].storage_classes):
+                    why = " from a first batch of NULLs" if nulls else ""
+                    return (f"column {fields[i][0].name!r}: the driver reads {got}{why}, "
+                            f"{want} expected")
+    except BaseException:
+        reader.close()
+        raise
+    if first is None:
+        reader.close()
+        return iter(())
+    return _assemble(reader, first, query, fast, mixed, mappings, schema, fields, tuples,
+                     batch_rows)
+
+
+def _assemble(reader: pa.RecordBatchReader, first: pa.RecordBatch, query: TableQuery,
+              fast: list[int], mixed: list[int], mappings: Sequence[ColumnMapping],
+              schema: pa.Schema, fields: list[list[pa.Field]],
+              tuples: Callable[[str], Iterator[list[tuple[Any, ...]]]], batch_rows: int
+              ) -> Iterator[pa.RecordBatch]:
+    mixed_rows: _Rows | None = None
+    mixed_schema: pa.Schema | None = None
+    if mixed:
+        sql = f"SELECT {', '.join(query.exprs[i] for i in mixed)} {query.tail}"
+        mixed_rows = _Rows(tuples(sql))
+        mixed_schema = pa.schema([f for i in mixed for f in fields[i]])
+    mixed_maps = [mappings[i] for i in mixed]
+    try:
+        batch: pa.RecordBatch | None = first
+        while batch is not None:
+            for start in range(0, batch.num_rows, max(1, batch_rows)):
+                part = batch.slice(start, batch_rows)
+                other = None
+                if mixed_rows is not None and mixed_schema is not None:
+                    other = to_batch(mixed_rows.take(part.num_rows, query.name), mixed_schema,
+                                     mixed_maps)
+                yield _combine(part, other, fast, mixed, fields, schema)
+            batch = _next(reader, query.name)
+        if mixed_rows is not None:
+            mixed_rows.done(query.name)
+    finally:
+        with contextlib.suppress(Exception):
+            reader.close()
+        if mixed_rows is not None:
+            mixed_rows.close()
+
+
+def _combine(part: pa.RecordBatch, other: pa.RecordBatch | None, fast: list[int],
+             mixed: list[int], fields: list[list[pa.Field]], schema: pa.Schema
+             ) -> pa.RecordBatch:
+    """Columns in the table's order: ADBC's cast to the schema's types, then the tuples'."""
+    arrays: list[pa.Array] = [pa.nulls(0)] * len(schema)
+    slots = [sum(len(fields[j]) for j in range(i)) for i in range(len(fields))]
+    for pos, i in enumerate(fast):
+        arrays[slots[i]] = _as(part.column(pos), fields[i][0].type)
+    if other is not None:
+        at = 0
+        for i in mixed:
+            for k in range(len(fields[i])):
+                arrays[slots[i] + k] = other.column(at)
+                at += 1
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _fields_by_column(schema: pa.Schema, mappings: Sequence[ColumnMapping]
+                      ) -> list[list[pa.Field]]:
+    """The schema's fields grouped by source column (a mixed column's companion with it)."""
+    grouped: list[list[pa.Field]] = []
+    at = 0
+    for mapping in mappings:
+        width = 2 if mapping.companion else 1
+        grouped.append([schema.field(at + k) for k in range(width)])
+        at += width
+    return grouped
+
+
+def _next(reader: pa.RecordBatchReader, table: str) -> pa.RecordBatch | None:
+    """The next batch, or None at the end; a driver failure is the source's."""
+    import adbc_driver_manager as adbc  # noqa: PLC0415 - loaded with the reader already
+
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
+    except (pa.ArrowException, OSError, adbc.Error) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SourceUnavailable(f"reading table {table!r}: {reason}") from err
+
+
+class _Rows:
+    """The mixed columns' tuples, taken n at a time to match ADBC's batches."""
+
+    def __init__(self, batches: Iterator[list[tuple[Any, ...]]]) -> None:
+        self._batches = batches
+        self._held: list[tuple[Any, ...]] = []
+
+    def take(self, n: int, table: str) -> list[tuple[Any, ...]]:
+        while len(self._held) < n:
+            more = next(self._batches, None)
+            if more is None:
+                raise SourceUnavailable(
+                    f"reading table {table!r}: the two reads of the snapshot disagree "
+                    f"(fewer rows in the second)")
+            self._held.extend(more)
+        rows, self._held = self._held[:n], self._held[n:]
+        return rows
+
+    def done(self, table: str) -> None:
+        if self._held or next(self._batches, []):
+            raise SourceUnavailable(f"reading table {table!r}: the two reads of the snapshot "
+                                    "disagree (more rows in the second)")
+
+    def close(self) -> None:
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
