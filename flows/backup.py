@@ -127,11 +127,13 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
         summary.bytes_uploaded += counts.bytes
         summary.documents_survey = "listing" if counts.listed else "head"
         summary.packs_uploaded, summary.packs_retired = counts.packs, counts.packs_retired
+        index = _write_index(chunks, scratch)  # then the last pack of chunks and the index
+        for table in tables:  # what the packs' sealed bytes add up to, now that they are known
+            table["ciphertext_bytes"] = sum(c["ciphertext_bytes"] for c in table["chunks"])
         summary.table_packs_uploaded = chunks.packer.packs
         summary.table_packs_retired = chunks.packs_retired
         summary.warnings.extend(chunks.warnings)
         checkpoint("before-verify")  # every chunk and blob written is read back already
-        index = _write_index(chunks, scratch)
     summary.bytes_uploaded += index.pop("uploaded_bytes")
     _commit(ctx, keys, summary, {
         "format": FORMAT, "version": FORMAT_VERSION, "tenant_id": tenant_id,
@@ -170,16 +172,14 @@ def _write_tables(ctx: RunContext, chunks: TableChunks, snap: Snapshot, key: obj
             summary.rows += rows
             summary.tables[plan.name] = rows
             checkpoint(f"table:{plan.name}")
-        chunks.finish(pool)  # the last pack of chunks sent, every chunk's place filled in
-        for table in tables:  # what the packs' sealed bytes add up to, now that they are known
-            table["ciphertext_bytes"] = sum(c["ciphertext_bytes"] for c in table["chunks"])
-    summary.bytes_uploaded += chunks.uploaded_bytes
+    summary.bytes_uploaded += chunks.uploaded_bytes  # the packer's last pack is still open
     return tables
 
 
 def _write_index(chunks: TableChunks, scratch: Scratch) -> dict[str, Any]:
     """The document index as chunks of lines, stored like table chunks (an unchanged chunk
-    costs nothing): the manifest's record of it."""
+    costs nothing; format 6: packed with them), then the last pack of chunks: the manifest's
+    record of the index."""
     sink = io.BytesIO()
     writer = IndexWriter(sink)
     digest, size, before = hashlib.sha256(), 0, chunks.uploaded_bytes
@@ -193,7 +193,8 @@ def _write_index(chunks: TableChunks, scratch: Scratch) -> dict[str, Any]:
             yield zlib.compress(data, INDEX_ZLIB_LEVEL), lines
 
     with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="backup-index") as pool:
-        stored = [{**c, "compression": "zlib"} for c in chunks.store_pieces(pool, hashed())]
+        stored = chunks.store_index(pool, hashed())
+        chunks.finish(pool)  # the last pack sent, every chunk's place filled in
     return {"chunks": stored, "count": writer.count, "missing": writer.missing,
             "blobs": scratch.blob_count(), "plaintext_bytes": size,
             "plaintext_sha256": digest.hexdigest(),

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -33,8 +35,8 @@ from storage.snapshot_list import complete_snapshots
 from storage.wrapping import KeyWrapper
 
 FORMAT = "tenant-export-snapshot"
-FORMAT_VERSION = 5  # small document blobs in packs (4: tables and index as chunks)
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6  # index chunks packed too (5: small document blobs in packs; 4: chunks)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 BLOB_OBJECT = "blob"  # associated data of blobs: their name is checked against the content
 
 
@@ -152,15 +154,24 @@ class SnapshotStore:
         yield b"".join(self._member(keys, tenant_id, entry, data, key))
 
     def pack_plaintexts(self, keys: Keys, tenant_id: str, pack: str,
-                        entries: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:
+                        entries: list[dict[str, Any]], *, ranged: bool = False
+                        ) -> Iterator[tuple[dict[str, Any], bytes]]:
         """The plaintext of each given member of one pack, from one GET of the pack (the
-        entries' blobs distinct; any order)."""
+        entries' blobs distinct; any order); ``ranged``: of the bytes from the first member
+        to the last only (a few members of a large pack)."""
         key = layout.blob_key(tenant_id, pack)
         spans = sorted(((*cast(tuple[int, int], self._place(e, tenant_id)), e) for e in entries),
                        key=lambda span: (span[0], span[1]))  # never compares the entries
+        source: Iterable[bytes]
+        if ranged and spans:
+            low, high = spans[0][0], max(end for _, end, _ in spans)
+            source = [objects.read_bytes(self.s3, self.bucket, key, tenant_id,
+                                         byte_range=(low, high))]
+            spans = [(start - low, end - low, entry) for start, end, entry in spans]
+        else:
+            source = layout.chunks(self.s3, self.bucket, key, tenant_id)
         try:
-            for entry, data in cut(layout.chunks(self.s3, self.bucket, key, tenant_id),
-                                   spans, key):
+            for entry, data in cut(source, spans, key):
                 yield entry, b"".join(self._member(keys, tenant_id, entry, data, key))
         except VerificationFailed as err:
             raise VerificationFailed(str(err), tenant_id=tenant_id) from err
@@ -242,18 +253,35 @@ class SnapshotStore:
     def _chained(self, keys: Keys, tenant_id: str, chunks: list[dict[str, Any]]
                  ) -> Iterator[bytes]:
         """The plaintext of blobs one after the other, each inflated when the manifest says it
-        is compressed (version 5); the whole is checked by the caller."""
-        for chunk in chunks:
-            key = layout.blob_key(tenant_id, chunk["blob"])
-            pieces = self.decrypt_object(keys, tenant_id, key, BLOB_OBJECT)
-            compression = chunk.get("compression")
-            if compression is None:
-                yield from pieces
-            elif compression == "zlib":
-                yield from inflate(pieces, key, tenant_id)
-            else:
-                raise VerificationFailed(f"{key}: compression {compression!r} is not supported",
-                                         tenant_id=tenant_id)
+        is compressed (version 5); the whole is checked by the caller. Packed chunks (version
+        6) are read first, one ranged GET per pack, into a temporary file: an index's chunks
+        sit in packs of several nights, in any order, and a pack is read once."""
+        with tempfile.TemporaryFile(prefix="tenant-export-index-") as spool:
+            places: dict[str, tuple[int, int]] = {}  # packed blob -> its plaintext in spool
+            by_pack: dict[str, dict[str, dict[str, Any]]] = {}
+            for chunk in chunks:
+                if chunk.get("pack"):
+                    by_pack.setdefault(chunk["pack"], {})[chunk["blob"]] = chunk
+            for pack, members in by_pack.items():
+                for entry, plain in self.pack_plaintexts(keys, tenant_id, pack,
+                                                         list(members.values()), ranged=True):
+                    places[entry["blob"]] = (spool.seek(0, io.SEEK_END), len(plain))
+                    spool.write(plain)
+            for chunk in chunks:
+                key = layout.blob_key(tenant_id, chunk.get("pack") or chunk["blob"])
+                if chunk.get("pack"):
+                    spool.seek(places[chunk["blob"]][0])
+                    pieces: Iterable[bytes] = [spool.read(places[chunk["blob"]][1])]
+                else:
+                    pieces = self.decrypt_object(keys, tenant_id, key, BLOB_OBJECT)
+                compression = chunk.get("compression")
+                if compression is None:
+                    yield from pieces
+                elif compression == "zlib":
+                    yield from inflate(pieces, key, tenant_id)
+                else:
+                    raise VerificationFailed(f"{key}: compression {compression!r} is not "
+                                             "supported", tenant_id=tenant_id)
 
     def blobs(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]) -> Iterator[str]:
         """Every object under ``blobs/`` the snapshot needs: its table chunks and index
@@ -261,7 +289,7 @@ class SnapshotStore:
         keeps these; consume to the end (the index is checked there)."""
         described = manifest.get("documents")
         for chunk in described.get("chunks", []) if isinstance(described, dict) else []:
-            yield chunk["blob"]
+            yield chunk.get("pack") or chunk["blob"]
         for table in manifest.get("tables", []):
             for chunk in table.get("chunks", []):
                 yield chunk.get("pack") or chunk["blob"]
