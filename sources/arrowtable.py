@@ -20,6 +20,7 @@ reads tuples.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -28,7 +29,14 @@ import pyarrow as pa
 from kernel.errors import SourceUnavailable
 from sources.arrow_types import ColumnMapping
 from sources.arrowread import ArrowConnection, TableQuery
+from sources.database import TransientSourceError
 from sources.rowbatch import to_batch
+
+# What libpq says when the server or the network drops the connection mid-stream: a retry of
+# the run may succeed, as for the tuple path's OperationalError.
+_CONNECTION_LOST = re.compile(r"server closed the connection|terminating connection|"
+                              r"could not receive data|connection (?:reset|refused|timed out)|"
+                              r"no connection to the server", re.IGNORECASE)
 
 # PostgreSQL types ADBC hands over as opaque bytes that are the value's UTF-8 text: their
 # binary send function is text's.
@@ -172,6 +180,8 @@ def _next(reader: pa.RecordBatchReader, table: str) -> pa.RecordBatch | None:
         return None
     except (pa.ArrowException, OSError, adbc.Error) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, adbc.OperationalError) or _CONNECTION_LOST.search(reason):
+            raise TransientSourceError(f"reading table {table!r}: {reason}") from err
         raise SourceUnavailable(f"reading table {table!r}: {reason}") from err
 
 

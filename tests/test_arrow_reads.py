@@ -255,3 +255,29 @@ def test_postgres_hostile_tenant_key_is_a_literal(pg_notes: str) -> None:
         ids = pa.Table.from_batches(list(stream.batches), schema=stream.schema).column("id")
         assert snap.arrow_fallbacks == {}
     assert ids.to_pylist() == [50]
+
+
+@pytest.mark.postgres
+def test_postgres_connection_lost_mid_table_is_transient(pg_notes: str) -> None:
+    """A server that drops the ADBC connection mid-stream: a retryable source error naming
+    the table, as on the tuple path (the run's retry reads everything again)."""
+    from sources.database import TransientSourceError
+
+    with psycopg.connect(pg_notes, autocommit=True) as conn:
+        conn.execute("INSERT INTO notes SELECT g, 'a', repeat('x', 500) FROM "
+                     "generate_series(10, 60000) g")
+    catalog = _catalog(pg_notes, 'tenant_column = "tenant_id"\n')
+    plan = catalog.table("notes")
+    assert plan is not None
+    with Snapshot(create_engine(pg_notes), batch_bytes=1 << 20, arrow=True) as snap:
+        batches = iter(snap.read_table(plan, "a").batches)
+        next(batches)
+        with psycopg.connect(pg_notes, autocommit=True) as other:
+            killed = other.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query LIKE 'COPY%%' AND backend_type = 'client backend' "
+                "AND datname = current_database()").fetchall()
+        assert killed == [(True,)]
+        with pytest.raises(TransientSourceError, match="table 'notes'"):
+            for _ in batches:
+                pass
