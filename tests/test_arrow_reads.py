@@ -281,3 +281,17 @@ def test_postgres_connection_lost_mid_table_is_transient(pg_notes: str) -> None:
         with pytest.raises(TransientSourceError, match="table 'notes'"):
             for _ in batches:
                 pass
+
+
+def test_sqlite_file_name_with_uri_characters(tmp_path: Path) -> None:
+    """``%`` and spaces in the path stay part of the file name in ADBC's URI (``?`` and ``#``
+    end SQLAlchemy's own URL before they reach us)."""
+    folder = tmp_path / "odd %41 dir"
+    folder.mkdir()
+    rows = [(i, "a", f"n{i}") for i in range(5)]
+    _notes_table(folder / "db %2F.sqlite", rows)
+    url = "sqlite:///" + str(folder / "db %2F.sqlite").replace("%", "%25")  # as a URL spells it
+    catalog = _catalog(url, 'tenant_column = "tenant_id"\n')
+    fast, fallbacks = _read(url, catalog, "a", arrow=True)
+    assert fallbacks == {}
+    assert fast["notes"].column("body").to_pylist() == [r[2] for r in rows]
