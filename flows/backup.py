@@ -127,7 +127,7 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
         summary.bytes_uploaded += counts.bytes
         summary.documents_survey = "listing" if counts.listed else "head"
         summary.packs_uploaded, summary.packs_retired = counts.packs, counts.packs_retired
-        index = _write_index(chunks, scratch)  # then the last pack of chunks and the index
+        index = _write_index(chunks, scratch)  # and every chunk's place, now that all are sent
         for table in tables:  # what the packs' sealed bytes add up to, now that they are known
             table["ciphertext_bytes"] = sum(c["ciphertext_bytes"] for c in table["chunks"])
         summary.table_packs_uploaded = chunks.packer.packs
@@ -172,14 +172,16 @@ def _write_tables(ctx: RunContext, chunks: TableChunks, snap: Snapshot, key: obj
             summary.rows += rows
             summary.tables[plan.name] = rows
             checkpoint(f"table:{plan.name}")
-    summary.bytes_uploaded += chunks.uploaded_bytes  # the packer's last pack is still open
+        if chunks.packer is not None:  # the tables' last pack goes now: the documents'
+            chunks.packer.close()  # transfers must not hold it (the index fills a new one)
+    summary.bytes_uploaded += chunks.uploaded_bytes
     return tables
 
 
 def _write_index(chunks: TableChunks, scratch: Scratch) -> dict[str, Any]:
     """The document index as chunks of lines, stored like table chunks (an unchanged chunk
-    costs nothing; format 6: packed with them), then the last pack of chunks: the manifest's
-    record of the index."""
+    costs nothing; format 6: packed like them), then the packs rewritten and the last one
+    sent: the manifest's record of the index."""
     sink = io.BytesIO()
     writer = IndexWriter(sink)
     digest, size, before = hashlib.sha256(), 0, chunks.uploaded_bytes

@@ -105,10 +105,12 @@ class RunContext(S3Context):
         with Snapshot(self.engine, batch_rows=self.settings.batch_rows,
                       batch_bytes=self.settings.batch_bytes,
                       arrow=self.settings.arrow_reads) as snap:
-            yield snap
-            for table, reason in sorted(snap.arrow_fallbacks.items()):
-                _run_log().info("table %s read as Python tuples (slower, same values): %s",
-                                "(every table)" if table == "*" else repr(table), reason)
+            try:
+                yield snap
+            finally:  # a failed run's log says it too
+                for table, reason in sorted(snap.arrow_fallbacks.items()):
+                    _run_log().info("table %s read as Python tuples (slower, same values): %s",
+                                    "(every table)" if table == "*" else repr(table), reason)
 
     def close(self) -> None:
         """Release pooled database connections."""

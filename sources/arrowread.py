@@ -52,7 +52,8 @@ class TableQuery:
     exprs: Sequence[str]
     tail: str  # "FROM ... WHERE ... [ORDER BY ...]"
     params: Sequence[object]
-    ordered: bool  # the tail orders by the primary key
+    key: Sequence[int]  # the primary key's columns (positions in ``exprs``) the tail orders by
+    null_keys: int = 0  # rows whose key has a NULL (SQLite allows it): no total order
 
 
 class ArrowConnection:
@@ -62,6 +63,10 @@ class ArrowConnection:
         self._database = database
         self._connection = connection
         self.backend = backend
+        # Statements still open, with their readers: ADBC refuses to close a connection with
+        # an open statement, and an abandoned stream would hold the transaction (and on
+        # PostgreSQL the exported snapshot, holding back vacuum) until garbage collection.
+        self._open: dict[int, tuple[Any, Any]] = {}
 
     def reader(self, sql: str, params: Sequence[object], *, batch_rows: int,
                batch_bytes: int) -> pa.RecordBatchReader:
@@ -84,10 +89,12 @@ class ArrowConnection:
                 schema_capsule, array_capsule = bound.__arrow_c_array__()
                 statement.bind(array_capsule, schema_capsule)
             stream, _ = statement.execute_query()
-            return _closing(pa.RecordBatchReader.from_stream(stream), statement)
+            source = pa.RecordBatchReader.from_stream(stream)
         except BaseException:
             statement.close()
             raise
+        self._open[id(statement)] = (source, statement)
+        return _closing(source, statement, lambda: self._open.pop(id(statement), None))
 
     def execute(self, sql: str) -> None:
         """A statement whose result is not read (SET, BEGIN)."""
@@ -111,6 +118,12 @@ class ArrowConnection:
 
     def close(self) -> None:
         """Ends the transaction (nothing was written) and the connection; never raises."""
+        for source, statement in list(self._open.values()):  # abandoned streams first
+            with contextlib.suppress(Exception):
+                source.close()
+            with contextlib.suppress(Exception):
+                statement.close()
+        self._open.clear()
         with contextlib.suppress(Exception):
             self._connection.rollback()
         with contextlib.suppress(Exception):
@@ -119,7 +132,8 @@ class ArrowConnection:
             self._database.close()
 
 
-def _closing(reader: pa.RecordBatchReader, statement: Any) -> pa.RecordBatchReader:
+def _closing(reader: pa.RecordBatchReader, statement: Any, forget: Callable[[], object]
+             ) -> pa.RecordBatchReader:
     """A reader that closes its ADBC statement once read to the end or closed."""
     import pyarrow as pa  # noqa: PLC0415
 
@@ -131,6 +145,7 @@ def _closing(reader: pa.RecordBatchReader, statement: Any) -> pa.RecordBatchRead
                 reader.close()
             with contextlib.suppress(Exception):
                 statement.close()
+            forget()
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
 
@@ -156,8 +171,13 @@ def open_sqlite_pair(path: str, data_version: Callable[[], int],
         if conn is None:
             begin()
             return None
-        begin()
-        if data_version() == before:
+        try:
+            begin()
+            same = data_version() == before
+        except BaseException:
+            conn.close()
+            raise
+        if same:
             return conn
         conn.close()
         rollback()
@@ -205,6 +225,7 @@ def open_postgres(url: str, snapshot_id: str, session: Sequence[str]) -> ArrowCo
         connection.set_autocommit(False)
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot_id}'")
+        conn.execute("SET LOCAL client_encoding = 'UTF8'")  # as psycopg reads text
         for statement in session:
             conn.execute(statement)
     except Exception as err:

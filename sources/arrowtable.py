@@ -48,11 +48,22 @@ def _text_like(got: pa.DataType) -> bool:
             and got.type_name in _TEXT_LIKE)
 
 
-def _as(array: pa.Array, want: pa.DataType) -> pa.Array:
-    """A column of the driver's as the schema's type (exact, :func:`_compatible` decided)."""
+def _as(array: pa.Array, want: pa.DataType, table: str, column: str) -> pa.Array:
+    """A column of the driver's as the schema's type (exact, :func:`_compatible` decided; a
+    column of NULLs only, which SQLite's driver types as integers, as NULLs of ``want``).
+    Text is checked to be UTF-8, as the tuple path's decoding does."""
+    if array.null_count == len(array) and array.type != want:
+        return pa.nulls(len(array), want)
     if _text_like(array.type):
-        array = array.storage  # UTF-8 bytes: the cast below validates them
-    return array.cast(want)
+        array = array.storage
+    array = array.cast(want)
+    if pa.types.is_string(want):
+        try:
+            array.validate(full=True)
+        except pa.ArrowInvalid as err:
+            raise SourceUnavailable(f"reading table {table!r}: column {column!r} holds text "
+                                    f"that is not valid UTF-8 ({err})") from err
+    return array
 
 
 def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
@@ -84,29 +95,56 @@ def arrow_batches(conn: ArrowConnection, query: TableQuery, schema: pa.Schema,
     mixed = [i for i, m in enumerate(mappings) if m.mixed]
     if not fast:
         return "every column holds values of several SQLite storage classes"
-    if mixed and not query.ordered:
-        return "columns of several storage classes and no primary key to align two reads"
+    why_not = _why_not_joined(query, mappings) if mixed else None
+    if why_not:
+        return why_not
     sql = f"SELECT {', '.join(query.exprs[i] for i in fast)} {query.tail}"
     reader = conn.reader(sql, query.params, batch_rows=batch_rows, batch_bytes=batch_bytes)
     fields = _fields_by_column(schema, mappings)
     try:
         first = _next(reader, query.name)
-        if first is not None:
-            for pos, i in enumerate(fast):
-                got, want = first.column(pos).type, mappings[i].arrow_type
-                nulls = first.column(pos).null_count == first.num_rows
-                if not _compatible(got, want) and not (nulls and not mappings[i].storage_classes):
-                    why = " from a first batch of NULLs" if nulls else ""
-                    return (f"column {fields[i][0].name!r}: the driver reads {got}{why}, "
-                            f"{want} expected")
+        why_not = _mistyped(first, fast, mappings, fields, sqlite=conn.backend == "sqlite")
     except BaseException:
         reader.close()
         raise
-    if first is None:
+    if first is None or why_not:
         reader.close()
-        return iter(())
+        return why_not or iter(())
     return _assemble(reader, first, query, fast, mixed, mappings, schema, fields, tuples,
                      batch_rows)
+
+
+def _why_not_joined(query: TableQuery, mappings: Sequence[ColumnMapping]) -> str | None:
+    """Why the mixed columns' tuples cannot be joined to ADBC's rows by position, if so: both
+    reads must follow one total order (a key without NULLs, read by ADBC so it can be compared
+    row by row)."""
+    if not query.key:
+        return "columns of several storage classes and no primary key to align two reads"
+    if any(mappings[i].mixed for i in query.key):
+        return "a primary key column holds values of several storage classes"
+    if query.null_keys:
+        return (f"{query.null_keys} row(s) with NULL in the primary key: no order two reads "
+                "share")
+    return None
+
+
+def _mistyped(first: pa.RecordBatch | None, fast: list[int], mappings: Sequence[ColumnMapping],
+              fields: list[list[pa.Field]], *, sqlite: bool) -> str | None:
+    """Why the driver's types are not exactly the schema's, if so. SQLite's driver infers a
+    type from the first batch: a column NULL throughout it reads as integers, fine only when
+    the column holds no value at all (its storage classes are none)."""
+    if first is None:
+        return None
+    for pos, i in enumerate(fast):
+        got, want = first.column(pos).type, mappings[i].arrow_type
+        if _compatible(got, want):
+            continue
+        nulls = first.column(pos).null_count == first.num_rows
+        if sqlite and nulls and not mappings[i].storage_classes:
+            continue
+        why = " from a first batch of NULLs" if nulls and sqlite else ""
+        return f"column {fields[i][0].name!r}: the driver reads {got}{why}, {want} expected"
+    return None
 
 
 def _assemble(reader: pa.RecordBatchReader, first: pa.RecordBatch, query: TableQuery,
@@ -116,9 +154,10 @@ def _assemble(reader: pa.RecordBatchReader, first: pa.RecordBatch, query: TableQ
               ) -> Iterator[pa.RecordBatch]:
     mixed_rows: _Rows | None = None
     mixed_schema: pa.Schema | None = None
+    keys = [fast.index(i) for i in query.key] if mixed else []  # positions in ADBC's batch
     if mixed:
-        sql = f"SELECT {', '.join(query.exprs[i] for i in mixed)} {query.tail}"
-        mixed_rows = _Rows(tuples(sql))
+        exprs = [query.exprs[i] for i in (*query.key, *mixed)]
+        mixed_rows = _Rows(tuples(f"SELECT {', '.join(exprs)} {query.tail}"))
         mixed_schema = pa.schema([f for i in mixed for f in fields[i]])
     mixed_maps = [mappings[i] for i in mixed]
     try:
@@ -128,9 +167,10 @@ def _assemble(reader: pa.RecordBatchReader, first: pa.RecordBatch, query: TableQ
                 part = batch.slice(start, batch_rows)
                 other = None
                 if mixed_rows is not None and mixed_schema is not None:
-                    other = to_batch(mixed_rows.take(part.num_rows, query.name), mixed_schema,
-                                     mixed_maps)
-                yield _combine(part, other, fast, mixed, fields, schema)
+                    rows = mixed_rows.take(part.num_rows, query.name)
+                    _same_keys(part, keys, rows, query.name)
+                    other = to_batch([r[len(keys):] for r in rows], mixed_schema, mixed_maps)
+                yield _combine(part, other, fast, mixed, fields, schema, query.name)
             batch = _next(reader, query.name)
         if mixed_rows is not None:
             mixed_rows.done(query.name)
@@ -141,14 +181,29 @@ def _assemble(reader: pa.RecordBatchReader, first: pa.RecordBatch, query: TableQ
             mixed_rows.close()
 
 
+def _same_keys(part: pa.RecordBatch, keys: list[int], rows: list[tuple[Any, ...]],
+               table: str) -> None:
+    """The tuples belong to ADBC's rows, key by key: two reads of one snapshot in one order
+    agree, and a disagreement (a collation that ties distinct keys, say) stops the read."""
+    ours = list(zip(*(part.column(k).to_pylist() for k in keys), strict=True))
+    theirs = [row[:len(keys)] for row in rows]
+    if ours != theirs:
+        at = next(n for n, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b)
+        raise SourceUnavailable(
+            f"reading table {table!r}: the two reads of the snapshot disagree on the order of "
+            f"rows (key {ours[at]!r} against {theirs[at]!r}); TENANT_EXPORT_ARROW_READS=false "
+            "reads the table in one statement")
+
+
 def _combine(part: pa.RecordBatch, other: pa.RecordBatch | None, fast: list[int],
-             mixed: list[int], fields: list[list[pa.Field]], schema: pa.Schema
+             mixed: list[int], fields: list[list[pa.Field]], schema: pa.Schema, table: str
              ) -> pa.RecordBatch:
     """Columns in the table's order: ADBC's cast to the schema's types, then the tuples'."""
     arrays: list[pa.Array] = [pa.nulls(0)] * len(schema)
     slots = [sum(len(fields[j]) for j in range(i)) for i in range(len(fields))]
     for pos, i in enumerate(fast):
-        arrays[slots[i]] = _as(part.column(pos), fields[i][0].type)
+        field = fields[i][0]
+        arrays[slots[i]] = _as(part.column(pos), field.type, table, field.name)
     if other is not None:
         at = 0
         for i in mixed:

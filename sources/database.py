@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import sqlite3
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # Arrow only where rows become batches: opening and probing n
 
 DEFAULT_BATCH_BYTES = 64 * 1024**2
 _ARROW_VALUE_BYTES = 16  # a value's offsets, validity and fixed width in Arrow, at most
+_PROBED_COLUMNS = 900  # SQLite returns at most 2,000 columns: wider tables are read as tuples
 
 # Session settings that change how PostgreSQL renders values as text: pinned, so an export does
 # not depend on what a DBA set for the database or role (extra_float_digits=0 would round floats).
@@ -102,7 +104,8 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         self._arrow: ArrowConnection | None = None
         self._arrow_tried = False
         self.arrow_fallbacks: dict[str, str] = {}  # table -> why it was read as tuples
-        self._widest: dict[str, int] = {}  # SQLite table -> bytes of its widest tenant row
+        # SQLite table -> (bytes its widest tenant row may hold, rows with a NULL key), for ADBC
+        self._facts: dict[str, tuple[int | None, int]] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -139,7 +142,9 @@ class Snapshot(AbstractContextManager["Snapshot"]):
     def _begin_sqlite(self) -> None:
         """BEGIN, and with an ADBC connection on the file when it can read the same state."""
         path = self._engine.url.database or ""
-        if not (self._use_arrow and path and path != ":memory:" and not path.startswith("file:")):
+        if not self._use_arrow or not path or path == ":memory:" or path.startswith("file:"):
+            if self._use_arrow:  # another connection cannot see an in-memory database
+                self.arrow_fallbacks["*"] = "the SQLite database is not a plain file path"
             self._conn.execute("BEGIN")
             return
         from sources.arrowread import open_sqlite_pair  # noqa: PLC0415 - Arrow, when read
@@ -164,6 +169,9 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         from sources.arrowread import open_postgres  # noqa: PLC0415 - Arrow, when read
 
         try:  # not in a savepoint: PostgreSQL exports no snapshot from a subtransaction
+            if self._conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                self.arrow_fallbacks["*"] = "a standby in recovery exports no snapshot"
+                return None
             exported = self._conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         except driver_errors() as err:
             raise _translate(err, "the snapshot (exporting it)") from err
@@ -321,7 +329,11 @@ class Snapshot(AbstractContextManager["Snapshot"]):
                 f"WHERE {owned.where(plan.effective_scope, 't')}")
         if plan.primary_key:
             tail += " ORDER BY " + ", ".join(self.sql.column("t", c) for c in plan.primary_key)
-        query = TableQuery(plan.name, exprs, tail, owned.params, bool(plan.primary_key))
+        names = [c.name for c in plan.columns]
+        key = [names.index(c) for c in plan.primary_key] if set(plan.primary_key) <= set(
+            names) else []
+        null_keys = self._facts.get(plan.name, (None, 0))[1]
+        query = TableQuery(plan.name, exprs, tail, owned.params, key, null_keys)
         fast = self._arrow_batches(query, arrow_schema, mappings)
         if fast is not None:
             return TableStream(plan=plan, schema=arrow_schema, batches=fast)
@@ -343,17 +355,22 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         params: Sequence[object] = query.params
         tail = query.tail
         rows = self._batch_rows
-        if self.is_sqlite:
-            room = self._batch_bytes // ARROW_BATCH_DIVISOR
-            rows = max(1, min(rows, room // max(1, self._widest.get(query.name, 1))))
-        else:  # COPY takes no parameters: the tenant's key is inlined as a quoted literal
-            tail = _inline_params(self._conn, tail, params)
-            params = ()
+        widest = self._facts.get(query.name, (None, 0))[0]
         try:
+            if self.is_sqlite and widest is None:
+                raise _NotForArrow(f"more than {_PROBED_COLUMNS} columns: no row size probed")
+            if self.is_sqlite:
+                room = self._batch_bytes // ARROW_BATCH_DIVISOR
+                rows = max(1, min(rows, room // max(1, widest or 1)))
+            else:  # COPY takes no parameters: the tenant's key is inlined as a quoted literal
+                tail = _inline_params(self._conn, tail, params)
+                params = ()
             result = arrow_batches(
                 conn, replace(query, tail=tail, params=params), schema, mappings,
                 lambda sql: self.batches(sql, query.params, f"table {query.name!r}"),
                 batch_rows=rows, batch_bytes=self._batch_bytes)
+        except _NotForArrow as err:
+            result = str(err)
         except Exception as err:  # noqa: BLE001 - reported, and the tuple path reads it
             result = f"the ADBC read failed: {error_reason(err)}"
         if isinstance(result, str):
@@ -376,34 +393,58 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         if not plan.columns:
             return []
         columns = [self.sql.column("t", c.name) for c in plan.columns]
-        probes = ", ".join(f"group_concat(DISTINCT typeof({c}))" for c in columns)
-        # The widest row's bytes bound ADBC's batches (SQLite's driver counts rows only).
-        widest = " + ".join(f"coalesce(length(CAST({c} AS BLOB)), 0)" for c in columns)
+        probes = [f"group_concat(DISTINCT typeof({c}))" for c in columns]
+        sized = self._use_arrow and len(columns) <= _PROBED_COLUMNS
+        if sized:  # for ADBC: each column's largest value (its driver counts rows only) and
+            # the rows whose key has a NULL (no order two reads would share)
+            probes += [f"max(length(CAST({c} AS BLOB)))" for c in columns]
+            keyed = [self.sql.column("t", k) for k in plan.primary_key]
+            probes.append(f"sum({' OR '.join(f'{k} IS NULL' for k in keyed)})" if keyed
+                          else "0")
         owned = Owned(self.sql, tenant)
-        sql = (f"SELECT {probes}, max({widest}) FROM {self.source(plan, tenant, schema)} t "
+        sql = (f"SELECT {', '.join(probes)} FROM {self.source(plan, tenant, schema)} t "
                f"WHERE {owned.where(plan.effective_scope, 't')}")
         try:
-            *row, most = self._conn.execute(sql, tuple(owned.params)).fetchone()
+            row = self._conn.execute(sql, tuple(owned.params)).fetchone()
         except sqlite3.Error as err:
             raise _translate(err, f"table {plan.name!r}") from err
-        self._widest[plan.name] = int(most or 0) + _ARROW_VALUE_BYTES * len(columns)
+        if sized:  # a bound: the sum of the columns' largest values
+            most = sum(int(v or 0) for v in row[len(columns):2 * len(columns)])
+            self._facts[plan.name] = (most + _ARROW_VALUE_BYTES * len(columns),
+                                      int(row[-1] or 0))
         return [
             sqlite_mapping(c.declared_text, set((classes or "").split(",")) - {""})
-            for c, classes in zip(plan.columns, row, strict=True)
+            for c, classes in zip(plan.columns, row[:len(columns)], strict=True)
         ]
 
 
+class _NotForArrow(Exception):
+    """Why a table is read as tuples (not an error: the reason is recorded)."""
+
+
 def _inline_params(conn: Any, tail: str, params: Sequence[object]) -> str:
-    """``%s`` markers replaced by literals psycopg quotes for this connection."""
+    """``%s`` markers replaced by literals psycopg quotes for this connection, and ``%%``
+    (a ``%`` in an identifier, doubled for the driver) made ``%`` again."""
     from psycopg import sql  # noqa: PLC0415 - only needed for PostgreSQL
 
-    parts = tail.replace("%%", "%").split("%s")
-    if len(parts) != len(params) + 1:
-        raise SourceUnavailable(f"cannot inline {len(params)} parameters into {tail!r}")
-    out = [parts[0]]
-    for value, part in zip(params, parts[1:], strict=True):
-        out += [sql.Literal(value).as_string(conn), part]
+    values = iter(params)
+    out: list[str] = []
+    for piece in re.split(r"(%%|%s)", tail):
+        if piece == "%%":
+            out.append("%")
+        elif piece == "%s":
+            value = next(values, _MISSING)
+            if value is _MISSING:
+                raise _NotForArrow(f"more markers than the {len(params)} parameters")
+            out.append(sql.Literal(value).as_string(conn))
+        else:
+            out.append(piece)
+    if next(values, _MISSING) is not _MISSING:
+        raise _NotForArrow(f"fewer markers than the {len(params)} parameters")
     return "".join(out)
+
+
+_MISSING = object()
 
 
 def _translate(err: BaseException, what: str) -> SourceUnavailable:

@@ -43,7 +43,7 @@ def check_sealed(data: bytes, entry: dict[str, Any], where: str) -> None:
 def cut(chunks: Iterable[bytes], members: Iterable[tuple[int, int, T]], where: str
         ) -> Iterator[tuple[T, bytes]]:
     """Each member's bytes from a stream of the pack, members sorted by offset, each once.
-    Memory: one chunk and one member."""
+    Memory: one chunk and one member (the caller's chunks may be one ranged read)."""
     source = iter(chunks)
     buffer, base = b"", 0  # buffer holds the pack's bytes [base, base + len(buffer))
     for start, end, payload in members:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import create_engine
 
+from kernel.errors import SourceUnavailable
 from sources.arrowread import open_sqlite_pair
 from sources.catalog import Catalog, discover
 from sources.catalog_config import CatalogConfig
@@ -295,3 +296,122 @@ def test_sqlite_file_name_with_uri_characters(tmp_path: Path) -> None:
     fast, fallbacks = _read(url, catalog, "a", arrow=True)
     assert fallbacks == {}
     assert fast["notes"].column("body").to_pylist() == [r[2] for r in rows]
+
+
+# -- cases a review found (each read both ways, value by value) --------------------------------
+
+
+def _both(url: str, tenant: str = "a") -> tuple[dict[str, pa.Table], dict[str, str]]:
+    catalog = _catalog(url, 'tenant_column = "tenant_id"\n')
+    slow, _ = _read(url, catalog, tenant, arrow=False)
+    fast, fallbacks = _read(url, catalog, tenant, arrow=True)
+    assert fast.keys() == slow.keys()
+    for name, table in slow.items():
+        assert fast[name].equals(table), name
+    return fast, fallbacks
+
+
+def test_sqlite_column_of_nulls_only_is_read_as_its_type(tmp_path: Path) -> None:
+    """SQLite's driver types a column holding no value as integers: cast to NULLs of the
+    schema's type (binary here), not refused mid-table."""
+    db = tmp_path / "nulls.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE tenants (id TEXT PRIMARY KEY)")
+        conn.execute("INSERT INTO tenants VALUES ('a')")
+        conn.execute("CREATE TABLE files (id INTEGER PRIMARY KEY, tenant_id TEXT, data BLOB, "
+                     "note TEXT)")
+        conn.executemany("INSERT INTO files VALUES (?, 'a', NULL, NULL)", [(i,) for i in range(9)])
+    fast, fallbacks = _both(f"sqlite:///{db}")
+    assert "files" not in fallbacks
+    assert fast["files"].schema.field("data").type == pa.binary()
+    assert fast["files"].column("data").null_count == 9
+
+
+def test_sqlite_null_keys_never_pair_rows_by_position(tmp_path: Path) -> None:
+    """A TEXT primary key may hold NULLs in SQLite: no order two statements share, so a table
+    with mixed columns is read in one statement (the review saw b=5 paired with m=1)."""
+    db = tmp_path / "nullkey.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE tenants (id TEXT PRIMARY KEY)")
+        conn.execute("INSERT INTO tenants VALUES ('a')")
+        conn.execute("CREATE TABLE t (tenant_id TEXT, a TEXT PRIMARY KEY, b INT, m)")
+        conn.execute("CREATE INDEX i ON t(tenant_id, a, b DESC)")
+        conn.execute("CREATE INDEX i2 ON t(tenant_id, a, m)")
+        conn.executemany("INSERT INTO t VALUES ('a', ?, ?, ?)",
+                         [(None, i, [1, "x", 2.5, b"z"][i % 4]) for i in range(6)]
+                         + [("k", 99, "q")])
+    fast, fallbacks = _both(f"sqlite:///{db}")
+    assert "NULL in the primary key" in fallbacks["t"]
+    assert {(r["b"], r["m"]) for r in fast["t"].to_pylist()} == {
+        (0, "1"), (1, "x"), (2, "2.5"), (3, "eg=="), (4, "1"), (5, "x"), (99, "q")}
+
+
+def test_sqlite_table_wider_than_the_probe(tmp_path: Path) -> None:
+    """1,001 columns: the tuple path reads it as before, ADBC says why it does not."""
+    db = tmp_path / "wide.sqlite"
+    names = [f"c{i}" for i in range(998)]
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE tenants (id TEXT PRIMARY KEY)")
+        conn.execute("INSERT INTO tenants VALUES ('a')")
+        conn.execute(f"CREATE TABLE wide (id INTEGER PRIMARY KEY, tenant_id TEXT, "
+                     f"{', '.join(n + ' INTEGER' for n in names)})")
+        conn.execute(f"INSERT INTO wide VALUES (1, 'a', {', '.join(['7'] * len(names))})")
+    fast, fallbacks = _both(f"sqlite:///{db}")
+    assert "columns" in fallbacks["wide"]
+    assert fast["wide"].column("c997").to_pylist() == [7]
+
+
+def test_sqlite_text_that_is_not_utf8_is_refused_both_ways(tmp_path: Path) -> None:
+    db = tmp_path / "latin.sqlite"
+    url = _notes_table(db, [(1, "a", "fine")])
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO notes VALUES (2, 'a', CAST(X'636166E9' AS TEXT))")
+    catalog = _catalog(url, 'tenant_column = "tenant_id"\n')
+    for arrow in (False, True):
+        with pytest.raises(SourceUnavailable, match="notes"):
+            _read(url, catalog, "a", arrow=arrow)
+
+
+@pytest.mark.postgres
+def test_postgres_percent_s_in_names_and_latin1_text(postgres_url: str) -> None:
+    """``%s`` in a table name stays a name when the key is inlined; a LATIN1 database's text
+    reaches ADBC as UTF-8, as it reaches psycopg."""
+    url = fresh_database(postgres_url, "arrowenc")
+    name = url.rsplit("/", 1)[1] + "_l1"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                     "TEMPLATE template0")
+    url = url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE tenants (id TEXT PRIMARY KEY)")
+        conn.execute("INSERT INTO tenants VALUES ('a')")
+        conn.execute('CREATE TABLE "50%sales" (id INTEGER PRIMARY KEY, tenant_id TEXT, '
+                     "label TEXT, code CHAR(4))")
+        conn.execute('INSERT INTO "50%%sales" VALUES (1, %s, %s, %s)', ("a", "café déjà", "ab"))
+    fast, fallbacks = _both(url)
+    assert fallbacks == {}
+    assert fast["50%sales"].to_pylist() == [
+        {"id": 1, "tenant_id": "a", "label": "café déjà", "code": "ab  "}]
+
+
+@pytest.mark.postgres
+def test_postgres_abandoned_stream_releases_the_snapshot(pg_notes: str) -> None:
+    """A read stopped after one batch: leaving the snapshot ends both transactions, so no
+    session stays idle in transaction holding the exported snapshot."""
+    with psycopg.connect(pg_notes, autocommit=True) as conn:
+        conn.execute("INSERT INTO notes SELECT g, 'a', repeat('x', 500) FROM "
+                     "generate_series(10, 20000) g")
+    catalog = _catalog(pg_notes, 'tenant_column = "tenant_id"\n')
+    plan = catalog.table("notes")
+    assert plan is not None
+    engine = create_engine(pg_notes)
+    with Snapshot(engine, batch_bytes=1 << 20, arrow=True) as snap:
+        kept = iter(snap.read_table(plan, "a").batches)
+        next(kept)  # and never read further
+    engine.dispose()
+    with psycopg.connect(pg_notes, autocommit=True) as other:
+        left = other.execute("SELECT state, left(query, 40) FROM pg_stat_activity WHERE "
+                             "datname = current_database() AND pid <> pg_backend_pid() "
+                             "AND backend_type = 'client backend'").fetchall()
+    assert not [s for s in left if s[0] != "idle"], left
+    del kept

@@ -453,12 +453,11 @@ def test_killed_backup_leaves_no_complete_snapshot_and_rerun_recovers(
     else:
         # format 4: a snapshot's folder holds only its manifest, written last; a killed run
         # leaves blobs (chunks, documents, packs) that no manifest names, unless it was killed
-        # before its first pack of table chunks was full (format 5) or sent (format 6: the
-        # last pack of chunks goes after the documents, with the index; a large document's
-        # staged upload, checked below, is not under blobs/ yet)
+        # before its first pack of table chunks was full (format 5), or in a large document's
+        # staged upload, checked below, which is not under blobs/ yet
         assert folders == [] and ctx.store.list_snapshots("t-1") == []
         debris = keys_under(platform, bucket, store.tenant_prefix("t-1") + "blobs/")
-        assert debris or point in ("table:members", "document", "blob-staged", "mid-blob")
+        assert debris or point in ("table:members", "blob-staged", "mid-blob")
         with pytest.raises(BadInput, match="no complete backup snapshot"):
             restore.verify_snapshot(ctx, wrapper(), "t-1", None)
     if point == "blob-staged":  # the leftovers prune has to clear really are there
