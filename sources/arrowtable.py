@@ -10,8 +10,9 @@ the ADBC path can read the table *exactly*, and if so assembles batches of the t
   is handed on).
 - Columns of mixed SQLite storage classes need each value's class (``render_mixed``): they are
   read as tuples by a second statement on the snapshot's own connection, in the same primary
-  key order, and joined batch by batch; the row counts must agree to the last row. A table
-  with such columns and no primary key has no order both reads share: tuples.
+  key order, and joined batch by batch, each row's key checked against ADBC's and the row
+  counts to the last row. A table whose key is absent, mixed itself, or NULL in some row has
+  no order both reads share: tuples.
 
 Whatever cannot be read exactly returns a reason, never a guess; the caller records it and
 reads tuples.
