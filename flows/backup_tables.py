@@ -186,7 +186,7 @@ class TableChunks:
 
     def store_index(self, pool: ThreadPoolExecutor, pieces: Iterable[tuple[bytes, int]]
                     ) -> list[dict[str, Any]]:
-        """The document index's zlib-compressed chunks, packed with the table chunks (format
+        """The document index's zlib-compressed chunks, packed like the table chunks (format
         6: a night that changes 1 % of documents rewrites few small chunks, not requests)."""
         entries = self.store_pieces(pool, pieces, packed=self.packer is not None)
         for entry in entries:
