@@ -21,6 +21,7 @@ reads tuples.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -156,6 +157,7 @@ def _assemble(reader: pa.RecordBatchReader, first: pa.RecordBatch, query: TableQ
     mixed_rows: _Rows | None = None
     mixed_schema: pa.Schema | None = None
     keys = [fast.index(i) for i in query.key] if mixed else []  # positions in ADBC's batch
+    slots = list(itertools.accumulate((len(f) for f in fields[:-1]), initial=0))
     if mixed:
         exprs = [query.exprs[i] for i in (*query.key, *mixed)]
         mixed_rows = _Rows(tuples(f"SELECT {', '.join(exprs)} {query.tail}"))
@@ -171,7 +173,7 @@ def _assemble(reader: pa.RecordBatchReader, first: pa.RecordBatch, query: TableQ
                     rows = mixed_rows.take(part.num_rows, query.name)
                     _same_keys(part, keys, rows, query.name)
                     other = to_batch([r[len(keys):] for r in rows], mixed_schema, mixed_maps)
-                yield _combine(part, other, fast, mixed, fields, schema, query.name)
+                yield _combine(part, other, fast, mixed, fields, slots, schema, query.name)
             batch = _next(reader, query.name)
         if mixed_rows is not None:
             mixed_rows.done(query.name)
@@ -197,11 +199,11 @@ def _same_keys(part: pa.RecordBatch, keys: list[int], rows: list[tuple[Any, ...]
 
 
 def _combine(part: pa.RecordBatch, other: pa.RecordBatch | None, fast: list[int],
-             mixed: list[int], fields: list[list[pa.Field]], schema: pa.Schema, table: str
-             ) -> pa.RecordBatch:
-    """Columns in the table's order: ADBC's cast to the schema's types, then the tuples'."""
+             mixed: list[int], fields: list[list[pa.Field]], slots: list[int],
+             schema: pa.Schema, table: str) -> pa.RecordBatch:
+    """Columns in the table's order: ADBC's cast to the schema's types, then the tuples'
+    (``slots``: where each source column's first field sits in the schema)."""
     arrays: list[pa.Array] = [pa.nulls(0)] * len(schema)
-    slots = [sum(len(fields[j]) for j in range(i)) for i in range(len(fields))]
     for pos, i in enumerate(fast):
         field = fields[i][0]
         arrays[slots[i]] = _as(part.column(pos), field.type, table, field.name)

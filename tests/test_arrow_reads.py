@@ -23,6 +23,7 @@ from sources.arrowread import open_sqlite_pair
 from sources.catalog import Catalog, discover
 from sources.catalog_config import CatalogConfig
 from sources.database import Snapshot
+from sources.tables import TablePlan
 from tenant_export.refplatform import PlatformSpec, create_postgres, create_sqlite
 from tests import awkward
 from tests.services import fresh_database
@@ -226,6 +227,16 @@ def pg_notes(postgres_url: str) -> str:
     return url
 
 
+def _more_notes(url: str, last: int) -> TablePlan:
+    """Notes 10..``last`` of 500 bytes each (several ADBC batches of 1 MiB); the table's plan."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO notes SELECT g, 'a', repeat('x', 500) FROM "
+                     "generate_series(10, %s) g", (last,))
+    plan = _catalog(url, 'tenant_column = "tenant_id"\n').table("notes")
+    assert plan is not None
+    return plan
+
+
 @pytest.mark.postgres
 def test_postgres_adbc_adopts_the_snapshot(pg_notes: str) -> None:
     """The ADBC connection opens after a commit yet reads the snapshot's instant."""
@@ -264,12 +275,7 @@ def test_postgres_connection_lost_mid_table_is_transient(pg_notes: str) -> None:
     the table, as on the tuple path (the run's retry reads everything again)."""
     from sources.database import TransientSourceError
 
-    with psycopg.connect(pg_notes, autocommit=True) as conn:
-        conn.execute("INSERT INTO notes SELECT g, 'a', repeat('x', 500) FROM "
-                     "generate_series(10, 60000) g")
-    catalog = _catalog(pg_notes, 'tenant_column = "tenant_id"\n')
-    plan = catalog.table("notes")
-    assert plan is not None
+    plan = _more_notes(pg_notes, 60_000)
     with Snapshot(create_engine(pg_notes), batch_bytes=1 << 20, arrow=True) as snap:
         batches = iter(snap.read_table(plan, "a").batches)
         next(batches)
@@ -398,12 +404,7 @@ def test_postgres_percent_s_in_names_and_latin1_text(postgres_url: str) -> None:
 def test_postgres_abandoned_stream_releases_the_snapshot(pg_notes: str) -> None:
     """A read stopped after one batch: leaving the snapshot ends both transactions, so no
     session stays idle in transaction holding the exported snapshot."""
-    with psycopg.connect(pg_notes, autocommit=True) as conn:
-        conn.execute("INSERT INTO notes SELECT g, 'a', repeat('x', 500) FROM "
-                     "generate_series(10, 20000) g")
-    catalog = _catalog(pg_notes, 'tenant_column = "tenant_id"\n')
-    plan = catalog.table("notes")
-    assert plan is not None
+    plan = _more_notes(pg_notes, 20_000)
     engine = create_engine(pg_notes)
     with Snapshot(engine, batch_bytes=1 << 20, arrow=True) as snap:
         kept = iter(snap.read_table(plan, "a").batches)

@@ -211,7 +211,7 @@ def test_a_pack_that_fails_to_upload_commits_nothing(
 def test_a_pack_changed_after_verify_restores_nothing(
         sqlite_platform: Platform, ctx: RunContext, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, which: int) -> None:
-    from tests.test_hardening_restore import bucket_state, docs_bucket
+    from tests.test_hardening_restore import restore_refused_at
 
     platform = sqlite_platform
     snapshot_id = backup.backup_tenant(ctx, wrapper(), "t-1").snapshot_id
@@ -229,12 +229,7 @@ def test_a_pack_changed_after_verify_restores_nothing(
         return report
 
     monkeypatch.setattr(restore, "verify_snapshot", verify_then_change)
-    target, bucket = tmp_path / "r.sqlite", docs_bucket(platform)
-    with pytest.raises(VerificationFailed, match=rf"document \d+ \('{victim}'\)"):
-        restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{target}",
-                                 documents_bucket=bucket)
-    assert not target.exists()
-    assert bucket_state(platform, bucket) == ([], [])
+    restore_refused_at(platform, ctx, tmp_path, victim)
 
 
 def test_packs_of_a_run_killed_before_its_manifest_are_pruned(

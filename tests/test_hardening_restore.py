@@ -81,6 +81,11 @@ def test_a_document_swapped_after_verify_restores_nothing(
         return report
 
     monkeypatch.setattr(restore, "verify_snapshot", verify_then_swap)
+    restore_refused_at(platform, ctx, tmp_path, victim)
+
+
+def restore_refused_at(platform: Platform, ctx: RunContext, tmp_path: Path, victim: str) -> None:
+    """A restore stops at ``victim``'s document: no database file, nothing in a fresh bucket."""
     target, bucket = tmp_path / "r.sqlite", docs_bucket(platform)
     with pytest.raises(VerificationFailed, match=rf"document \d+ \('{victim}'\)"):
         restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{target}",
