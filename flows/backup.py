@@ -25,7 +25,7 @@ import io
 import logging
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,7 +34,7 @@ from typing import Any
 from flows.backup_documents import Documents
 from flows.backup_packs import Packer
 from flows.backup_scratch import Scratch
-from flows.backup_tables import UPLOADS_IN_FLIGHT, TableChunks, index_pieces
+from flows.backup_tables import UPLOADS_IN_FLIGHT, TableChunks, index_pieces, line_pieces
 from flows.context import RunContext
 from kernel.errors import BadInput, ControlDbError
 from kernel.ids import new_snapshot_id, validate_tenant_id
@@ -47,6 +47,7 @@ from storage.key_registry import KeyRegistry
 from storage.key_store import KeyStore
 from storage.registry import SnapshotRegistry
 from storage.snapshots import FORMAT, FORMAT_VERSION, schema_b64, snapshot_time
+from storage.table_index import encode as encode_table_line
 from storage.wrapping import KeyWrapper
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
     chunks.packer = Packer(ctx.s3, ctx.settings.backup_bucket, tenant_id, snapshot_id,
                            chunks.record, at, series="t")
     previous: dict[str, Any] | None = None
-    with Scratch() as scratch:
+    with Scratch() as scratch, chunks.known:
         if complete:  # what the previous snapshot stored: documents, blobs, table chunks
             previous = store.read_manifest(keys, tenant_id, complete[-1])
             chunks.remember(previous)
@@ -127,18 +128,22 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
         summary.bytes_uploaded += counts.bytes
         summary.documents_survey = "listing" if counts.listed else "head"
         summary.packs_uploaded, summary.packs_retired = counts.packs, counts.packs_retired
-        index = _write_index(chunks, scratch)  # and every chunk's place, now that all are sent
-        for table in tables:  # what the packs' sealed bytes add up to, now that they are known
-            table["ciphertext_bytes"] = sum(c["ciphertext_bytes"] for c in table["chunks"])
-        summary.table_packs_uploaded = chunks.packer.packs
+        with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="backup-index") as pool:
+            index = _write_index(chunks, pool, scratch)  # every chunk placed once it returns
+            packs = chunks.packer.packs
+            chunks.packer = Packer(ctx.s3, ctx.settings.backup_bucket, tenant_id, snapshot_id,
+                                   chunks.record, at, series="x")
+            table_index = _write_table_index(chunks, pool, tables)
+        summary.table_packs_uploaded = packs + chunks.packer.packs
         summary.table_packs_retired = chunks.packs_retired
         summary.warnings.extend(chunks.warnings)
         checkpoint("before-verify")  # every chunk and blob written is read back already
-    summary.bytes_uploaded += index.pop("uploaded_bytes")
+    summary.bytes_uploaded += index.pop("uploaded_bytes") + table_index.pop("uploaded_bytes")
     _commit(ctx, keys, summary, {
         "format": FORMAT, "version": FORMAT_VERSION, "tenant_id": tenant_id,
         "snapshot_id": snapshot_id, "created_at": datetime.now(UTC).isoformat(),
-        "source": ctx.engine.dialect.name, "tables": tables, "documents": index,
+        "source": ctx.engine.dialect.name, "tables": tables, "table_index": table_index,
+        "documents": index,
     }, fence)
     summary.seconds = time.monotonic() - started
     return summary
@@ -155,8 +160,8 @@ def _write_tables(ctx: RunContext, chunks: TableChunks, snap: Snapshot, key: obj
         for plan in ctx.catalog.for_backup().dependency_order():
             stream = snap.read_table(plan, key, schema=ctx.catalog.config.db_schema)
             before = chunks.uploaded_bytes
-            stored = chunks.store_table(pool, stream.batches, stream.schema, plan.primary_key)
-            rows = sum(c["rows"] for c in stored)
+            rows, count, size = chunks.store_table(pool, stream.batches, stream.schema,
+                                                   plan.primary_key, plan.name)
             tables.append({"name": plan.name, "rows": rows,
                            "schema": schema_b64(stream.schema),
                            "primary_key": list(plan.primary_key),
@@ -165,9 +170,7 @@ def _write_tables(ctx: RunContext, chunks: TableChunks, snap: Snapshot, key: obj
                                              "parent_columns": list(fk.parent_columns),
                                              "origin": fk.origin}
                                             for fk in plan.foreign_keys],
-                           "chunks": stored,
-                           "plaintext_bytes": sum(c["plaintext_bytes"] for c in stored),
-                           "ciphertext_bytes": sum(c["ciphertext_bytes"] for c in stored),
+                           "chunk_count": count, "plaintext_bytes": size,
                            "uploaded_bytes": chunks.uploaded_bytes - before})
             summary.rows += rows
             summary.tables[plan.name] = rows
@@ -178,30 +181,62 @@ def _write_tables(ctx: RunContext, chunks: TableChunks, snap: Snapshot, key: obj
     return tables
 
 
-def _write_index(chunks: TableChunks, scratch: Scratch) -> dict[str, Any]:
+def _write_index(chunks: TableChunks, pool: ThreadPoolExecutor, scratch: Scratch
+                 ) -> dict[str, Any]:
     """The document index as chunks of lines, stored like table chunks (an unchanged chunk
     costs nothing; format 6: packed like them), then the packs rewritten and the last one
     sent: the manifest's record of the index."""
     sink = io.BytesIO()
     writer = IndexWriter(sink)
-    digest, size, before = hashlib.sha256(), 0, chunks.uploaded_bytes
+    before = chunks.uploaded_bytes
+    record = _stored_index(chunks, pool, index_pieces(scratch.entries(), writer, sink))
+    chunks.finish(pool)  # the last pack sent, every chunk's place filled in
+    return {**record, "count": writer.count, "missing": writer.missing,
+            "blobs": scratch.blob_count(),
+            "ciphertext_bytes": sum(c["ciphertext_bytes"] for c in record["chunks"]),
+            "uploaded_bytes": chunks.uploaded_bytes - before}
+
+
+def _write_table_index(chunks: TableChunks, pool: ThreadPoolExecutor,
+                       tables: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every table chunk's entry, places included, as the table index (format 7): lines
+    streamed from the backup's temporary database into chunks stored like the document
+    index's, in packs of their own series; each table's sealed size added up on the way."""
+    sealed = dict.fromkeys((t["name"] for t in tables), 0)
+    count, before = 0, chunks.uploaded_bytes
+
+    def lines() -> Iterator[tuple[bytes, str]]:
+        nonlocal count
+        for table, entry in chunks.known.entries():
+            sealed[table] += entry["ciphertext_bytes"]
+            count += 1
+            yield encode_table_line(table, entry), entry["blob"]
+
+    record = _stored_index(chunks, pool, line_pieces(lines()))
+    chunks.finish(pool)
+    for table in tables:  # what the packs' sealed bytes add up to, now that they are known
+        table["ciphertext_bytes"] = sealed[table["name"]]
+    return {**record, "count": count,
+            "ciphertext_bytes": sum(c["ciphertext_bytes"] for c in record["chunks"]),
+            "uploaded_bytes": chunks.uploaded_bytes - before}
+
+
+def _stored_index(chunks: TableChunks, pool: ThreadPoolExecutor,
+                  pieces: Iterable[tuple[bytes, int]]) -> dict[str, Any]:
+    """Index chunks compressed and stored; their entries (complete after ``chunks.finish``),
+    with the size and SHA-256 of the index's plaintext."""
+    digest, size = hashlib.sha256(), 0
 
     def hashed() -> Iterator[tuple[bytes, int]]:
         nonlocal size
-        for data, lines in index_pieces(scratch.entries(), writer, sink):
+        for data, lines in pieces:
             digest.update(data)
             size += len(data)
             # lines are mostly hex digests and repeated keys: zlib halves what a night writes
             yield zlib.compress(data, INDEX_ZLIB_LEVEL), lines
 
-    with ThreadPoolExecutor(UPLOADS_IN_FLIGHT, thread_name_prefix="backup-index") as pool:
-        stored = chunks.store_index(pool, hashed())
-        chunks.finish(pool)  # the last pack sent, every chunk's place filled in
-    return {"chunks": stored, "count": writer.count, "missing": writer.missing,
-            "blobs": scratch.blob_count(), "plaintext_bytes": size,
-            "plaintext_sha256": digest.hexdigest(),
-            "ciphertext_bytes": sum(c["ciphertext_bytes"] for c in stored),
-            "uploaded_bytes": chunks.uploaded_bytes - before}
+    stored = chunks.store_index(pool, hashed())
+    return {"chunks": stored, "plaintext_bytes": size, "plaintext_sha256": digest.hexdigest()}
 
 
 def _commit(ctx: RunContext, keys: DataKeys, summary: BackupSummary, manifest: dict[str, Any],

@@ -87,6 +87,10 @@ class Packer:
                 return
         self._send_pack(full=True)  # this thread filled it: it sends it
 
+    def made(self, pack: str) -> bool:
+        """Whether ``pack`` is one of this snapshot's (any series), not an earlier one."""
+        return pack.startswith(f"{PACK_PREFIX}{self.snapshot_id}-")
+
     def close(self) -> None:
         """Send the last, partly filled pack (call once every ``add`` has returned)."""
         self._send_pack(full=False)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from flows import backup_packs
+from flows.backup_chunkmap import ChunkMap
 from flows.backup_packs import Packer, should_retire
 from flows.backup_pool import BUFFERS
 from kernel.errors import StorageError, VerificationFailed
@@ -121,21 +123,33 @@ def chunk_rows(batches: Iterable[pa.RecordBatch], schema: pa.Schema,
 
 def index_pieces(entries: Iterable[dict[str, Any]], writer: IndexWriter, sink: io.BytesIO
                  ) -> Iterator[tuple[bytes, int]]:
-    """The document index's lines in chunks, cut after a line whose document id hashes to a
-    mark (as table rows are): a changed document changes only its chunk. ``writer`` writes
-    into ``sink`` and counts lines and missing documents for the manifest."""
-    lines = 0
-    for entry in entries:
-        writer.write(entry)
-        lines += 1
-        mark = zlib.crc32(repr(entry["document_id"]).encode("utf-8", "surrogatepass"))
-        if mark & (INDEX_CHUNK_LINES - 1) == 0 or sink.tell() >= MAX_CHUNK_BYTES:
-            yield sink.getvalue(), lines
+    """The document index's lines in chunks (:func:`line_pieces`, cut by document id).
+    ``writer`` writes into ``sink`` and counts lines and missing documents for the manifest."""
+
+    def written() -> Iterator[tuple[bytes, str]]:
+        for entry in entries:
+            writer.write(entry)
+            yield sink.getvalue(), entry["document_id"]
             sink.seek(0)
             sink.truncate()
-            lines = 0
-    if lines:
-        yield sink.getvalue(), lines
+
+    return line_pieces(written())
+
+
+def line_pieces(lines: Iterable[tuple[bytes, str]]) -> Iterator[tuple[bytes, int]]:
+    """Index lines in chunks, cut after a line whose key (a document id, a table chunk's blob
+    name) hashes to a mark, as table rows are: a changed line changes only its chunk."""
+    held, count = bytearray(), 0
+    for line, key in lines:
+        held += line
+        count += 1
+        mark = zlib.crc32(repr(key).encode("utf-8", "surrogatepass"))
+        if mark & (INDEX_CHUNK_LINES - 1) == 0 or len(held) >= MAX_CHUNK_BYTES:
+            yield bytes(held), count
+            held.clear()
+            count = 0
+    if count:
+        yield bytes(held), count
 
 
 def parquet_bytes(table: pa.Table) -> bytes:
@@ -149,71 +163,82 @@ def parquet_bytes(table: pa.Table) -> bytes:
 
 @dataclass
 class TableChunks:
-    """Stores the chunks of a snapshot's tables; knows the chunks the previous snapshot holds."""
+    """Stores the chunks of a snapshot's tables; knows the chunks the previous snapshot holds.
+
+    What it knows sits in a temporary database (:class:`flows.backup_chunkmap.ChunkMap`, format
+    7): memory does not grow with the number of chunks. Only the index chunks' entries, which
+    the manifest lists (one per about 32 index lines), are held until :meth:`finish`.
+    """
 
     store: SnapshotStore
     keys: DataKeys
     tenant_id: str
-    known: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> sizes and hash
+    known: ChunkMap = field(default_factory=ChunkMap)
     uploaded: int = 0
     uploaded_bytes: int = 0
     reused: int = 0
     packer: Packer | None = None  # format 5: table chunks are packed (set by the backup)
     packs_retired: int = 0
-    _packed: list[dict[str, Any]] = field(default_factory=list)  # entries to place at finish
-    _used: dict[str, set[str]] = field(default_factory=dict)  # reused pack -> its chunks used
-    _claimed: set[str] = field(default_factory=set)  # chunks this run writes
+    _packed: list[dict[str, Any]] = field(default_factory=list)  # index chunks to complete
     warnings: list[str] = field(default_factory=list)
 
     def remember(self, manifest: dict[str, Any]) -> None:
-        """The chunks of the previous snapshot, its tables' and its index's (its manifest is
-        authenticated)."""
-        documents = manifest.get("documents")
-        index = documents.get("chunks", []) if isinstance(documents, dict) else []
-        for chunk in [*(c for t in manifest.get("tables", []) for c in t.get("chunks", [])),
-                      *index]:
+        """The chunks of the previous snapshot, its tables' and its indexes' (its manifest is
+        authenticated; the table index is checked as it streams)."""
+        inline = [c for name in ("documents", "table_index")
+                  if isinstance(manifest.get(name), dict)
+                  for c in manifest[name].get("chunks", [])]
+        tables = (c for _, c in self.store.table_chunks(self.keys, self.tenant_id, manifest))
+        for chunk in itertools.chain(inline, tables):
             if chunk.get("data_key") == self.keys.active:  # else: sealed before a rotation
-                self.known.setdefault(chunk["blob"], {k: v for k, v in chunk.items()
-                                                      if k not in ("blob", "rows")})
+                self.known.claim(chunk["blob"], {k: v for k, v in chunk.items()
+                                                 if k not in ("blob", "rows", "compression")})
 
     def store_table(self, pool: ThreadPoolExecutor, batches: Iterable[pa.RecordBatch],
-                    schema: pa.Schema, primary_key: Sequence[str]) -> list[dict[str, Any]]:
-        """Every chunk of one table, in order: reused, or sealed, PUT and read back."""
-        return self._stored_packed(self.store_pieces(
-            pool, ((parquet_bytes(t), t.num_rows) for t in chunk_rows(batches, schema,
-                                                                     primary_key)),
-            packed=self.packer is not None))
+                    schema: pa.Schema, primary_key: Sequence[str], table: str
+                    ) -> tuple[int, int, int]:
+        """Every chunk of one table, in order: reused, or sealed, PUT and read back. The
+        entries wait in :attr:`known` for their places; returns (rows, chunks, plaintext
+        bytes)."""
+        rows = chunks = size = 0
+        pieces = ((parquet_bytes(t), t.num_rows) for t in chunk_rows(batches, schema,
+                                                                     primary_key))
+        for entry in self._store(pool, pieces, packed=self.packer is not None):
+            self.known.add(table, entry)
+            rows, chunks, size = rows + entry["rows"], chunks + 1, size + entry["plaintext_bytes"]
+        return rows, chunks, size
 
     def store_index(self, pool: ThreadPoolExecutor, pieces: Iterable[tuple[bytes, int]]
                     ) -> list[dict[str, Any]]:
-        """The document index's zlib-compressed chunks, packed like the table chunks (format
-        6: a night that changes 1 % of documents rewrites few small chunks, not requests)."""
-        entries = self.store_pieces(pool, pieces, packed=self.packer is not None)
+        """An index's zlib-compressed chunks, packed like the table chunks (format 6: a night
+        that changes 1 % of documents rewrites few small chunks, not requests); their entries
+        are complete once :meth:`finish` returns."""
+        entries = list(self._store(pool, pieces, packed=self.packer is not None))
         for entry in entries:
             entry["compression"] = "zlib"
-        return self._stored_packed(entries)
-
-    def _stored_packed(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Entries whose places :meth:`finish` fills in; reused packed ones count as uses of
-        their pack (a pack mostly unused is rewritten)."""
-        for entry in entries:
-            if "pack" in self.known[entry["blob"]] and entry["blob"] not in self._claimed:
-                info = self.known[entry["blob"]]
-                self._used.setdefault(info["pack"], set()).add(entry["blob"])
         self._packed.extend(entries)
+        return entries
+
+    def store_pieces(self, pool: ThreadPoolExecutor, pieces: Iterable[tuple[bytes, int]]
+                     ) -> list[dict[str, Any]]:
+        """Pieces stored as blobs of their own (not packed, as format 4 did), their entries
+        complete."""
+        entries = list(self._store(pool, pieces, packed=False))
+        for entry in entries:
+            entry.update(self.known.get(entry["blob"]) or {})
         return entries
 
     def record(self, name: str, info: dict[str, Any]) -> None:
         """A chunk's place in the pack just read back (the packer calls this)."""
-        self.known.setdefault(name, {}).update(info, data_key=self.keys.active)
+        self.known.update(name, {**info, "data_key": self.keys.active})
 
     def finish(self, pool: ThreadPoolExecutor) -> None:
-        """Rewrite the reused packs mostly unused, send the last pack, and complete every
-        table entry with its chunk's place (call once every table is stored)."""
+        """Rewrite the reused packs mostly unused, send the last pack, and complete the index
+        chunks' entries with their places (after this, every chunk stored so far is placed)."""
         if self.packer is None:
             return
-        for pack, used in self._used.items():
-            members = [{"blob": b, **self.known[b]} for b in sorted(used)]
+        for pack, used in self.known.used_packs():
+            members = [{**(self.known.get(b) or {}), "blob": b} for b in used]
             if not should_retire(int(members[0].get("pack_blobs") or 0), len(used)):
                 continue
             try:  # less than half of a pack: its members in use, read and checked (one GET)
@@ -226,40 +251,40 @@ class TableChunks:
                 continue
             self.packs_retired += 1
             for member, _ in replaced:  # its next place is wherever it is sealed now
-                for place in ("pack", "pack_offset", "pack_blobs", "ciphertext_sha256"):
-                    self.known[member["blob"]].pop(place, None)
+                self.known.update(member["blob"], {}, drop=(
+                    "pack", "pack_offset", "pack_blobs", "ciphertext_sha256"))
             jobs = [pool.submit(self._seal, m["blob"], plain) for m, plain in replaced]
             for job in jobs:
                 self._stored(job.result())
         self.packer.close()
         for entry in self._packed:
-            entry.update(self.known[entry["blob"]])
+            entry.update(self.known.get(entry["blob"]) or {})
+        self._packed.clear()
 
-    def store_pieces(self, pool: ThreadPoolExecutor, pieces: Iterable[tuple[bytes, int]],
-                     *, packed: bool = False) -> list[dict[str, Any]]:
-        """Store ``(plaintext, rows)`` pieces as blobs, in order: each reused, or sealed, PUT
-        and read back (at most :data:`UPLOADS_IN_FLIGHT` at a time); with ``packed``, small
-        ones go to the packer (their place is filled in by :meth:`finish`)."""
-        entries: list[dict[str, Any]] = []
+    def _store(self, pool: ThreadPoolExecutor, pieces: Iterable[tuple[bytes, int]], *,
+               packed: bool) -> Iterator[dict[str, Any]]:
+        """Store ``(plaintext, rows)`` pieces as blobs, yielding each one's entry in order:
+        reused, or sealed, PUT and read back (at most :data:`UPLOADS_IN_FLIGHT` at a time);
+        with ``packed``, small ones go to the packer. Entries lack their sizes and places until
+        stored: complete them from :attr:`known` (consume to the end: the last uploads are
+        waited for there)."""
         in_flight: list[Future[dict[str, Any]]] = []
         for data, count in pieces:
             sha = hashlib.sha256(data).hexdigest()
             name = self.keys.blob_name(self.tenant_id, sha)
-            entries.append({"blob": name, "rows": count,
-                            "plaintext_bytes": len(data), "plaintext_sha256": sha})
-            if name in self.known:  # the previous snapshot holds it, or this run stores it
+            if self.known.claim(name):  # else the previous snapshot holds it, or this run does
+                in_flight.append(pool.submit(self._seal, name, data, pack=packed))
+                if len(in_flight) >= UPLOADS_IN_FLIGHT:
+                    self._stored(self._first(in_flight))
+            else:
                 self.reused += 1
-                continue
-            self.known[name] = {}  # claimed; filled in once stored and read back
-            self._claimed.add(name)
-            in_flight.append(pool.submit(self._seal, name, data, pack=packed))
-            if len(in_flight) >= UPLOADS_IN_FLIGHT:
-                self._stored(self._first(in_flight))
+                pack = (self.known.get(name) or {}).get("pack")
+                if pack and (self.packer is None or not self.packer.made(pack)):
+                    self.known.use(pack, name)  # a pack mostly unused is rewritten
+            yield {"blob": name, "rows": count, "plaintext_bytes": len(data),
+                   "plaintext_sha256": sha}
         while in_flight:
             self._stored(self._first(in_flight))
-        for entry in entries:
-            entry.update(self.known[entry["blob"]])
-        return entries
 
     @staticmethod
     def _first(in_flight: list[Future[dict[str, Any]]]) -> dict[str, Any]:
@@ -273,7 +298,7 @@ class TableChunks:
 
     def _stored(self, info: dict[str, Any]) -> None:
         name = info.pop("blob")
-        self.known.setdefault(name, {}).update(info)  # the packer may have placed it already
+        self.known.update(name, info)  # the packer may have placed it already
         self.uploaded += 1
         self.uploaded_bytes += info["ciphertext_bytes"]
 

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pyarrow as pa
@@ -45,6 +46,7 @@ from storage.aead import Keys, SeekableDecryptor, object_associated_data
 from storage.keys import KeyWrapper
 from storage.s3 import require_bucket
 from storage.snapshots import object_name, schema_of
+from storage.table_index import TableChunkIndex
 
 PARQUET_BATCH_ROWS = 5000
 RESTORE_STAGING = "tenant-export-restore-staging/"  # in the target documents bucket
@@ -65,6 +67,7 @@ def restore_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, target
     """
     engine = open_target(target_url, tenant_id)  # a wrong target fails now, not after hours
     documents: _Documents | None = None
+    closing = ExitStack()
     try:
         taken = set() if data_only else taken_names(engine)
         if documents_bucket:  # must exist before any table is written
@@ -84,7 +87,9 @@ def restore_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, target
                                    documents_bucket)
             documents.check_targets()
             documents.stage()
-        loads = [_table_load(ctx, dek, tenant_id, snapshot_id, t) for t in manifest["tables"]]
+        chunks = closing.enter_context(ctx.store.table_index(dek, tenant_id, manifest))
+        loads = [_table_load(ctx, dek, tenant_id, snapshot_id, t, chunks)
+                 for t in manifest["tables"]]
         publish = documents.publish if documents else None
         if data_only:
             loaded = load_existing(engine, loads, tenant_id, before_commit=publish,
@@ -101,6 +106,7 @@ def restore_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, target
             documents.discard(failure)
         raise
     finally:
+        closing.close()
         engine.dispose()
     warnings = [*report["warnings"], *notes, *(documents.finish() if documents else [])]
     return {**report, "mode": "data-only" if data_only else "new",
@@ -135,17 +141,22 @@ def restore_in_place(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str,
             fence()
         documents.publish()
 
+    closing = ExitStack()
     try:
         skipped = documents.confine(ctx)
         documents.select_changed()
         documents.stage()
-        loads = [_table_load(ctx, dek, tenant_id, snapshot_id, t) for t in manifest["tables"]]
+        chunks = closing.enter_context(ctx.store.table_index(dek, tenant_id, manifest))
+        loads = [_table_load(ctx, dek, tenant_id, snapshot_id, t, chunks)
+                 for t in manifest["tables"]]
         replaced = replace_tenant(ctx.engine, ctx.catalog, tenant, loads,
                                   collect=(rule.table, rule.key_column),
                                   before_commit=before_commit)
     except BaseException as failure:
         documents.discard(failure)
         raise
+    finally:
+        closing.close()
     left = sorted({str(k) for k in replaced.collected if k} - set(documents.targets))
     warnings = [*report["warnings"], *skipped, *replaced.warnings, *documents.finish()]
     if left:
@@ -170,17 +181,17 @@ def _owner_columns(ctx: S3Context, loads: list[TableLoad]) -> dict[str, str]:
 
 
 def _table_load(ctx: S3Context, dek: Keys, tenant_id: str, snapshot_id: str,
-                table: dict[str, Any]) -> TableLoad:
+                table: dict[str, Any], chunks: TableChunkIndex) -> TableLoad:
     """A table of the manifest as the loader takes it: batches decrypted on demand."""
 
     def chunked() -> Iterator[pa.RecordBatch]:
-        for chunk in table["chunks"]:  # each read whole (a few MB at most) and checked again
-            data = _read_chunk(ctx, dek, tenant_id, chunk)
+        for chunk in chunks.chunks(table["name"]):  # each read whole (a few MB at most) and
+            data = _read_chunk(ctx, dek, tenant_id, chunk)  # checked again
             yield from pq.ParquetFile(pa.BufferReader(data)).iter_batches(
                 batch_size=PARQUET_BATCH_ROWS)
 
     def batches() -> Iterator[pa.RecordBatch]:
-        if "chunks" in table:
+        if "object" not in table:  # format 4 on: content-addressed chunks
             yield from chunked()
             return
         key = layout.snapshot_prefix(tenant_id, snapshot_id) + table["object"]

@@ -85,24 +85,24 @@ def verify_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str,
         nonlocal checked, documents
         with MemberSpool() as packed:  # format 5: each pack read once, whole, at the end
             for table in manifest["tables"]:
-                if "chunks" not in table:  # formats 1-3: one object per table
+                if "object" in table:  # formats 1-3: one object per table
                     checked += 1
                     yield functools.partial(
                         _check_plain, ctx, dek, tenant_id, prefix + table["object"],
                         object_name(snapshot_id, table["object"]), table["plaintext_bytes"],
                         table["plaintext_sha256"])
-                for chunk in table.get("chunks", []):
-                    if chunk["blob"] in seen:
-                        continue
-                    seen.add(chunk["blob"])
-                    checked += 1
-                    if chunk.get("pack"):
-                        packed.add({**chunk, "sha256": chunk["plaintext_sha256"]})
-                        continue
-                    yield functools.partial(
-                        _check_plain, ctx, dek, tenant_id,
-                        layout.blob_key(tenant_id, chunk["blob"]), BLOB_OBJECT,
-                        chunk["plaintext_bytes"], chunk["plaintext_sha256"])
+            for _, chunk in store.table_chunks(dek, tenant_id, manifest):  # the index checked
+                if chunk["blob"] in seen:
+                    continue
+                seen.add(chunk["blob"])
+                checked += 1
+                if chunk.get("pack"):
+                    packed.add({**chunk, "sha256": chunk["plaintext_sha256"]})
+                    continue
+                yield functools.partial(
+                    _check_plain, ctx, dek, tenant_id,
+                    layout.blob_key(tenant_id, chunk["blob"]), BLOB_OBJECT,
+                    chunk["plaintext_bytes"], chunk["plaintext_sha256"])
             for doc in store.documents(dek, tenant_id, manifest):
                 documents += 1
                 blob = doc.get("blob")
@@ -121,7 +121,8 @@ def verify_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str,
     workers = ctx.settings.fetch_concurrency  # objects are read back concurrently, bounded
     with ThreadPoolExecutor(workers, thread_name_prefix="verify") as pool:
         run_bounded(pool, checks(), _ignore, 2 * workers)
-    index = 1 if manifest["version"] >= 3 else 0  # the document index is an object too
+    # the document index is an object too (format 3), and so is the table index (format 7)
+    index = (manifest["version"] >= 3) + (manifest["version"] >= 7)
     return {"tenant_id": tenant_id, "snapshot_id": snapshot_id,
             "objects": checked + index + 1, "tables": len(manifest["tables"]),
             "documents": documents, "ok": True, **state}

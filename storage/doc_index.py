@@ -52,26 +52,35 @@ class IndexWriter:
 
 def parse(chunks: Iterable[bytes], what: str, expected: dict[str, Any] | None = None
           ) -> Iterator[dict[str, Any]]:
-    """The entries of an index from its plaintext chunks, one line at a time.
+    """The entries of a document index from its plaintext chunks, one line at a time (checked
+    as :func:`lines` says). Entries come with ``plaintext_bytes`` (the document's ``size``),
+    the shape :func:`legacy_entries` gives older formats."""
+    for number, line in lines(chunks, what, expected):
+        yield _entry(line, what, number)
+
+
+def lines(chunks: Iterable[bytes], what: str, expected: dict[str, Any] | None = None
+          ) -> Iterator[tuple[int, bytes]]:
+    """The numbered lines of an index (documents, or table chunks since format 7) from its
+    plaintext chunks, one at a time, none longer than :data:`MAX_LINE_BYTES`.
 
     With ``expected`` (the manifest's record of the index), the line count, size and SHA-256
     are checked once the stream ends: an index rolled back to another version of the same
-    object fails here, even though it decrypts. Entries come with ``plaintext_bytes`` (the
-    document's ``size``), the shape :func:`legacy_entries` gives older formats.
+    object fails here, even though it decrypts.
     """
     digest, total, count, pending = hashlib.sha256(), 0, 0, b""
     for chunk in chunks:
         digest.update(chunk)
         total += len(chunk)
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        for line in [*lines, pending]:
+        split = (pending + chunk).split(b"\n")
+        pending = split.pop()
+        for line in [*split, pending]:
             if len(line) > MAX_LINE_BYTES:  # a reader's memory must not depend on the input
                 raise VerificationFailed(f"{what}: a line after line {count} is longer than "
                                          f"{MAX_LINE_BYTES} bytes")
-        for line in lines:
+        for line in split:
             count += 1
-            yield _entry(line, what, count)
+            yield count, line
     if pending:
         raise VerificationFailed(f"{what}: the last line is not terminated")
     if expected is not None and (count, total, digest.hexdigest()) != (

@@ -27,16 +27,17 @@ from storage import backup_store as layout
 from storage import objects
 from storage.aead import EncryptingWriter, Keys, decrypt_stream, object_associated_data
 from storage.datakeys import DataKeys
-from storage.doc_index import INDEX, legacy_entries, parse
+from storage.doc_index import INDEX, legacy_entries, lines, parse
 from storage.key_registry import KeyRegistry
 from storage.key_store import KeyStore
 from storage.packs import check_sealed, cut, place
 from storage.snapshot_list import complete_snapshots
+from storage.table_index import TableChunkIndex, table_entries
 from storage.wrapping import KeyWrapper
 
 FORMAT = "tenant-export-snapshot"
-FORMAT_VERSION = 6  # index chunks packed too (5: small document blobs in packs; 4: chunks)
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+FORMAT_VERSION = 7  # a table index (6: index chunks packed; 5: small blobs packed; 4: chunks)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 BLOB_OBJECT = "blob"  # associated data of blobs: their name is checked against the content
 
 
@@ -283,16 +284,44 @@ class SnapshotStore:
                     raise VerificationFailed(f"{key}: compression {compression!r} is not "
                                              "supported", tenant_id=tenant_id)
 
+    def table_chunks(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]
+                     ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """``(table, chunk entry)`` for every chunk of the snapshot's tables, in the manifest's
+        order: listed inline by formats 4 to 6, streamed from the table index since format 7
+        (consume to the end before trusting the list: the index is checked there). Tables
+        of formats 1 to 3 are one object each and have no chunks."""
+        if manifest["version"] < 7:
+            for table in manifest["tables"]:
+                for chunk in table.get("chunks", []):
+                    yield table, chunk
+            return
+        described = manifest.get("table_index")
+        what = f"the table index of snapshot {manifest['snapshot_id']}"
+        if not isinstance(described, dict) or not isinstance(described.get("chunks"), list):
+            raise VerificationFailed(f"{what}: the manifest does not describe it",
+                                     tenant_id=tenant_id)
+        try:
+            yield from table_entries(lines(self._chained(keys, tenant_id, described["chunks"]),
+                                           what, described), manifest["tables"], what)
+        except VerificationFailed as err:
+            raise VerificationFailed(str(err), tenant_id=tenant_id) from err
+
+    def table_index(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]
+                    ) -> TableChunkIndex:
+        """Every table's chunk entries, read and checked now, then served table by table in
+        any order from a temporary file (close it, or use it as a context manager)."""
+        return TableChunkIndex(self.table_chunks(keys, tenant_id, manifest))
+
     def blobs(self, keys: Keys, tenant_id: str, manifest: dict[str, Any]) -> Iterator[str]:
-        """Every object under ``blobs/`` the snapshot needs: its table chunks and index
-        (format 4), its documents' blobs or their packs (format 5; names may repeat). Prune
-        keeps these; consume to the end (the index is checked there)."""
-        described = manifest.get("documents")
-        for chunk in described.get("chunks", []) if isinstance(described, dict) else []:
-            yield chunk.get("pack") or chunk["blob"]
-        for table in manifest.get("tables", []):
-            for chunk in table.get("chunks", []):
+        """Every object under ``blobs/`` the snapshot needs: its table chunks and indexes
+        (format 4; the table index's since 7), its documents' blobs or their packs (format 5;
+        names may repeat). Prune keeps these; consume to the end (the indexes are checked
+        there)."""
+        for described in (manifest.get("documents"), manifest.get("table_index")):
+            for chunk in described.get("chunks", []) if isinstance(described, dict) else []:
                 yield chunk.get("pack") or chunk["blob"]
+        for _, chunk in self.table_chunks(keys, tenant_id, manifest):
+            yield chunk.get("pack") or chunk["blob"]
         for doc in self.documents(keys, tenant_id, manifest):
             if doc.get("blob"):
                 yield doc.get("pack") or doc["blob"]

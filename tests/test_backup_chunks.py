@@ -33,6 +33,7 @@ from storage.doc_index import IndexWriter, encode
 from storage.keys import KeyWrapper, parse_master_key
 from storage.retention import RetentionPolicy
 from tests.conftest import Platform
+from tests.snapshot_view import with_table_chunks
 from tests.test_backup_scale import counting, run_backup
 
 MEMBERS = 20_000
@@ -102,14 +103,14 @@ def test_an_empty_table_has_no_chunk() -> None:
 # -- backups of the platform -----------------------------------------------------------------
 
 
-def add_members(platform: Platform, count: int) -> None:
+def add_members(platform: Platform, count: int, *, start: int = 0) -> None:
     db = platform.source_url.removeprefix("sqlite:///")
     with sqlite3.connect(db) as conn:
         conn.executemany(
             "INSERT INTO members (id, tenant_id, name, note, score, big, avatar) "
             "VALUES (?, 't-1', ?, ?, ?, ?, ?)",
             [(100_000 + i, f"member {i}", "n" * (i % 50), i / 7, i * 1_000_003,
-              bytes([i % 256]) * (i % 5)) for i in range(count)])
+              bytes([i % 256]) * (i % 5)) for i in range(start, start + count)])
 
 
 def members_of(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +120,8 @@ def members_of(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def read_manifest(ctx: RunContext, snapshot_id: str) -> dict[str, Any]:
     keys = ctx.store.data_key(wrapper(), "t-1", create=False)
-    return ctx.store.read_manifest(keys, "t-1", snapshot_id)
+    return with_table_chunks(ctx.store, keys, "t-1",
+                             ctx.store.read_manifest(keys, "t-1", snapshot_id))
 
 
 def assert_members_restored(ctx: RunContext, snapshot_id: str, rows: int, db: str,
@@ -160,13 +162,15 @@ def test_an_unchanged_table_uploads_nothing_and_a_changed_row_one_chunk(
     assert members_of(again)["chunks"] == described["chunks"]
     assert all(t["uploaded_bytes"] == 0 for t in again["tables"]), again["tables"]
     assert puts == 0 and unchanged.blobs_uploaded == 0
-    # the index's chunks are unchanged too: only the manifest is written,
-    # with one PUT; reads: the key record, the previous manifest and index, the read-back
-    assert again["documents"]["chunks"] == read_manifest(ctx, first.snapshot_id)[
-        "documents"]["chunks"]
+    # the indexes' chunks are unchanged too: only the manifest is written, with one PUT;
+    # reads: the key record, the previous manifest, its document index's pack and its table
+    # index's pack (format 7: a series of its own), the read-back
+    before = read_manifest(ctx, first.snapshot_id)
+    for index in ("documents", "table_index"):
+        assert again[index]["chunks"] == before[index]["chunks"]
     # with the snapshot listing, and a HEAD per document key (this catalog has no per-tenant
     # prefix to list: tests/test_backup_scale.py counts the listing case)
-    assert by_operation == {"PutObject": 1, "GetObject": 4, "ListObjectsV2": 1,
+    assert by_operation == {"PutObject": 1, "GetObject": 5, "ListObjectsV2": 1,
                             "HeadObject": 9}, by_operation
 
     db = platform.source_url.removeprefix("sqlite:///")
@@ -178,7 +182,9 @@ def test_an_unchanged_table_uploads_nothing_and_a_changed_row_one_chunk(
         puts = blob_puts(proxy, platform)
     now = members_of(read_manifest(ctx, changed.snapshot_id))
     new = [c for c in now["chunks"] if c not in described["chunks"]]
-    assert puts == len(new) == 1, new
+    # one pack for the changed chunk, one for the table index's changed chunk (format 7)
+    assert puts == len(new) + 1 == 2, new
+    assert len(new) == 1 and changed.table_packs_uploaded == 2
     assert now["uploaded_bytes"] == new[0]["ciphertext_bytes"]
     assert now["uploaded_bytes"] < described["uploaded_bytes"] / 4
 

@@ -44,6 +44,7 @@ from storage.retention import RetentionPolicy
 from storage.snapshots import BLOB_OBJECT
 from tests import awkward
 from tests.conftest import Platform
+from tests.snapshot_view import with_table_chunks
 from tests.test_backup_restore import compare_restored
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +100,8 @@ def manifest_of(ctx: RunContext, tenant_id: str, snapshot_id: str) -> dict[str, 
     """The manifest with its document list read in (from the index since format 3)."""
     dek = ctx.store.data_key(wrapper(), tenant_id, create=False)
     manifest = ctx.store.read_manifest(dek, tenant_id, snapshot_id)
-    return {**manifest, "index": manifest["documents"],
+    return {**with_table_chunks(ctx.store, dek, tenant_id, manifest),
+            "index": manifest["documents"],
             "documents": list(ctx.store.documents(dek, tenant_id, manifest))}
 
 

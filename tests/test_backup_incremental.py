@@ -56,8 +56,9 @@ def fixed_cost(platform: Platform, summary: backup.BackupSummary) -> int:
         ctx.close()
     key = store.snapshot_prefix("t-1", summary.snapshot_id) + store.MANIFEST
     head = platform.s3.head_object(Bucket=platform.backup_bucket, Key=key)
-    held = {c["blob"] for c in before["documents"]["chunks"]}
-    index = sum(c["ciphertext_bytes"] for c in manifest["documents"]["chunks"]
+    indexes = ("documents", "table_index")  # format 7: the table chunks' list is an index too
+    held = {c["blob"] for name in indexes for c in before[name]["chunks"]}
+    index = sum(c["ciphertext_bytes"] for name in indexes for c in manifest[name]["chunks"]
                 if c["blob"] not in held)
     return sum(t["uploaded_bytes"] for t in manifest["tables"]) + index + int(
         head["ContentLength"])

@@ -23,6 +23,7 @@ from kernel.settings import Settings
 from storage import backup_store as store
 from storage.snapshots import FORMAT_VERSION
 from tests.conftest import Platform
+from tests.snapshot_view import as_format
 from tests.test_backup_packs import entries, wrapper
 from tests.test_backup_scale import counting
 
@@ -126,7 +127,7 @@ def test_a_changed_byte_in_an_index_chunk_fails_verify_and_restore(
 
 def test_format_5_index_chunks_are_read_and_reused(
         sqlite_platform: Platform, ctx: RunContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A format-5 night (each index chunk an object of its own), then a format-6 night on top
+    """A format-5 night (each index chunk an object of its own), then a format-7 night on top
     of it: both restore-check, list the same documents, and the second reuses the first's
     chunks where nothing changed, mixing both kinds in one index."""
     platform = sqlite_platform
@@ -140,14 +141,15 @@ def test_format_5_index_chunks_are_read_and_reused(
 
     with monkeypatch.context() as patch:
         patch.setattr(TableChunks, "store_index", store_index_v5)
-        patch.setattr(backup, "FORMAT_VERSION", 5)
         old = backup.backup_tenant(ctx, wrapper(), "t-1")
+    keys = ctx.store.data_key(wrapper(), "t-1", create=False)
+    as_format(ctx.store, keys, "t-1", old.snapshot_id, 5)  # its table chunks listed inline
     assert manifest(ctx, old.snapshot_id)["version"] == 5
     assert not any(c.get("pack") for c in index_chunks(ctx, old.snapshot_id))
 
     platform.s3.put_object(Bucket=platform.documents_bucket, Key="t1/many/7", Body=b"seven")
     new = backup.backup_tenant(ctx, wrapper(), "t-1")
-    assert manifest(ctx, new.snapshot_id)["version"] == FORMAT_VERSION == 6
+    assert manifest(ctx, new.snapshot_id)["version"] == FORMAT_VERSION == 7
     kinds = Counter(bool(c.get("pack")) for c in index_chunks(ctx, new.snapshot_id))
     assert kinds[False] >= 1 and kinds[True] >= 1  # reused objects, and the changed chunk
     for snapshot_id in (old.snapshot_id, new.snapshot_id):

@@ -36,10 +36,11 @@ def entries(ctx: RunContext, snapshot_id: str) -> list[dict[str, Any]]:
 
 
 def pack_requests(proxy: Any, platform: Platform, operation: str) -> int:
-    """Requests on packs of documents (those of table chunks end in ``-t<n>``)."""
+    """Requests on packs of documents (those of table chunks end in ``-t<n>``, those of the
+    table index in ``-x<n>``)."""
     return sum(1 for s in proxy.requests(lambda r: r.bucket == platform.backup_bucket)
                if s.request.operation == operation and "/blobs/pack-" in s.request.path
-               and not re.search(r"-t\d+$", s.request.path))
+               and not re.search(r"-[tx]\d+$", s.request.path))
 
 
 # -- the layout, alone ---------------------------------------------------------------------------

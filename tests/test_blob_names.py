@@ -35,6 +35,7 @@ from storage.retention import RetentionPolicy
 from storage.snapshots import BLOB_OBJECT, FORMAT_VERSION, object_name, schema_of
 from tests import awkward
 from tests.conftest import Platform
+from tests.snapshot_view import with_table_chunks
 from tests.test_format_vectors import encrypt_v1
 from tests.test_key_rotation import restores
 
@@ -53,7 +54,8 @@ def manifest(ctx: RunContext, tenant: str, snapshot_id: str) -> dict[str, Any]:
     """The manifest with its document list read in (from the index since format 3)."""
     keys = ctx.store.data_key(master_key(Settings()), tenant, create=False)
     described = ctx.store.read_manifest(keys, tenant, snapshot_id)
-    return {**described, "documents": list(ctx.store.documents(keys, tenant, described))}
+    return {**with_table_chunks(ctx.store, keys, tenant, described),
+            "documents": list(ctx.store.documents(keys, tenant, described))}
 
 
 def share_a_document(platform: Platform) -> None:
@@ -192,8 +194,12 @@ def as_version_1(platform: Platform, ctx: RunContext, snapshot_id: str) -> dict[
     described["documents"] = [{k: v for k, v in d.items() if k in V1_DOCUMENT_FIELDS}
                               for d in described["documents"]]
     described.update(version=1, blobs=blobs)
-    for chunk in ctx.store.read_manifest(keys, "t-1", snapshot_id)["documents"]["chunks"]:
+    written = ctx.store.read_manifest(keys, "t-1", snapshot_id)
+    for chunk in [*written["documents"]["chunks"], *written["table_index"]["chunks"]]:
         platform.s3.delete_object(Bucket=bucket, Key=store.blob_key("t-1", chunk["blob"]))
+    del described["table_index"]  # format 7's list of table chunks: format 1 had none
+    for table in described["tables"]:
+        del table["chunk_count"]
     platform.s3.delete_object(Bucket=bucket, Key=prefix + INDEX)  # format 1 had no index
     reseal(prefix + store.MANIFEST, object_name(snapshot_id, store.MANIFEST),
            json.dumps(described, sort_keys=True).encode())

@@ -27,6 +27,7 @@ from storage.retention import RetentionPolicy
 from tenant_export.cli import app
 from tests.conftest import Platform
 from tests.services import free_port, fresh_database
+from tests.snapshot_view import with_table_chunks
 
 runner = CliRunner()
 
@@ -158,7 +159,8 @@ def refuse_document_exists(ctx: RunContext, platform: Platform) -> dict[str, Any
 def refuse_tampered(ctx: RunContext, platform: Platform) -> dict[str, Any]:
     (snapshot_id,) = ctx.store.list_snapshots("t-1")
     keys = ctx.store.data_key(wrapper(), "t-1", create=False)
-    (members,) = [t for t in ctx.store.read_manifest(keys, "t-1", snapshot_id)["tables"]
+    (members,) = [t for t in with_table_chunks(
+        ctx.store, keys, "t-1", ctx.store.read_manifest(keys, "t-1", snapshot_id))["tables"]
                   if t["name"] == "members"]
     chunk = members["chunks"][0]  # format 5: a chunk in a pack, else a blob of its own
     key = store.blob_key("t-1", chunk.get("pack") or chunk["blob"])

@@ -34,6 +34,7 @@ from storage.keyring_records import ACTIVE, now_text, seal
 from storage.keys import generate_master_key, new_data_key
 from tenant_export.cli import app
 from tests.conftest import Platform
+from tests.snapshot_view import with_table_chunks
 from tests.test_keys_kms import make_kms_key
 
 runner = CliRunner()
@@ -59,7 +60,8 @@ def manifest(ctx: RunContext, snapshot_id: str) -> dict[str, Any]:
     """The manifest with its document list read in (from the index since format 3)."""
     keys = ctx.store.data_key(master_key(Settings()), "t-1", create=False)
     described = ctx.store.read_manifest(keys, "t-1", snapshot_id)
-    return {**described, "documents": list(ctx.store.documents(keys, "t-1", described))}
+    return {**with_table_chunks(ctx.store, keys, "t-1", described),
+            "documents": list(ctx.store.documents(keys, "t-1", described))}
 
 
 def restores(platform: Platform, ctx: RunContext, tmp_path: Path, snapshot_id: str) -> None:
