@@ -1,0 +1,59 @@
+"""The console script and a worker's flow runs keep pandas out and use Arrow's system pool
+(kernel/lean.py); an operator's pool setting wins; other processes are left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = """
+import json, sys
+{setup}
+import pyarrow as pa
+pa.array(["converting a Python list is what makes pyarrow import pandas"])
+print(json.dumps({{"pandas": "pandas" in sys.modules,
+                  "pool": pa.default_memory_pool().backend_name}}))
+"""
+
+
+def probe(setup: str, **env: str) -> dict[str, object]:
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("PREFECT__FLOW_RUN_ID", "ARROW_DEFAULT_MEMORY_POOL")}
+    done = subprocess.run([sys.executable, "-c", PROBE.format(setup=setup)], cwd=ROOT,
+                          env={**environment, **env}, capture_output=True, text=True,
+                          check=True, timeout=120)
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_a_flow_run_started_by_a_worker_is_lean() -> None:
+    assert probe("import flows", PREFECT__FLOW_RUN_ID="4b0a1c2e-0000-4000-8000-000000000000"
+                 ) == {"pandas": False, "pool": "system"}
+
+
+def test_the_console_script_is_lean() -> None:
+    assert probe("from kernel.lean import lean_process; lean_process()") == {
+        "pandas": False, "pool": "system"}
+
+
+def test_other_processes_are_left_alone() -> None:
+    """Without the flag pyarrow does import pandas (what the lean process avoids), and keeps
+    its default pool."""
+    found = probe("import flows")
+    assert found["pandas"] is True and found["pool"] != "system"
+
+
+@pytest.mark.parametrize("pool", ["jemalloc", "mimalloc"])
+def test_an_operators_pool_setting_wins(pool: str) -> None:
+    import pyarrow as pa
+
+    if pool not in pa.supported_memory_backends():
+        pytest.skip(f"this pyarrow has no {pool}")
+    assert probe("from kernel.lean import lean_process; lean_process()",
+                 ARROW_DEFAULT_MEMORY_POOL=pool) == {"pandas": False, "pool": pool}
