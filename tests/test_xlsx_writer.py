@@ -12,6 +12,7 @@ import re
 import struct
 import tracemalloc
 import zipfile
+import zlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -21,11 +22,13 @@ from typing import Any
 import openpyxl
 import pyarrow as pa
 import pytest
+from xlsxwriter import Workbook
 
 from exporters.xlsx_cells import serial_from_ms
 from exporters.xlsx_sheet import WHITESPACE
 from exporters.xlsx_writer import (
     EXCEL_MAX_COLUMNS,
+    XML_LEVEL,
     WorkbookLimitError,
     XlsxTableWriter,
     sheet_name,
@@ -551,3 +554,42 @@ def test_styles_stay_right_when_first_used_late_across_sheets() -> None:
                 assert cell.number_format == "General" and isinstance(cell.value, int)
         assert sum(c.value is not None for c in cells) == sum(
             v is not None for col in (texts, days, stamps, ints) for v in col)
+
+
+def deflated_size(data: bytes, level: int) -> int:
+    packer = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return len(packer.compress(data) + packer.flush())
+
+
+def parts(blob: bytes) -> dict[str, tuple[bytes, int]]:
+    """Each part of a workbook: its bytes and the size it takes deflated in the ZIP."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as book:
+        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in book.infolist())
+        return {i.filename: (book.read(i), i.compress_size) for i in book.infolist()}
+
+
+def test_workbook_parts_are_deflated_at_the_fast_level() -> None:
+    fast = parts(build()[0])
+    assert fast and all(size == deflated_size(data, XML_LEVEL) for data, size in fast.values())
+    assert XML_LEVEL == 1
+
+
+def test_the_level_changes_the_compression_only(tmp_path: Path) -> None:
+    wide = [[f"member {i} of the club" for i in range(2000)], list(range(2000))]
+    schema = pa.schema([("name", pa.string()), ("n", pa.int64())])
+    fast, default = build(wide, schema)[0], build(wide, schema, level=6)[0]
+    assert {k: v[0] for k, v in parts(fast).items()} == {
+        k: v[0] for k, v in parts(default).items()}  # the very same XML in every part
+    assert all(size == deflated_size(data, 6) for data, size in parts(default).values())
+    assert len(default) < len(fast) < 2 * len(default)
+    assert ([[c.value for c in row] for row in read_sheets(fast)[0][1]]
+            == [[c.value for c in row] for row in read_sheets(default)[0][1]])
+
+
+def test_other_workbooks_in_the_process_keep_xlsxwriters_default(tmp_path: Path) -> None:
+    path = tmp_path / "plain.xlsx"
+    book = Workbook(str(path))
+    book.add_worksheet().write_string(0, 0, "plain " * 500)
+    book.close()
+    assert all(size == deflated_size(data, zlib.Z_DEFAULT_COMPRESSION)
+               for data, size in parts(path.read_bytes()).values())
