@@ -2,10 +2,13 @@
 
 Every file of the staged package is read back once and its SHA-256 compared; the same bytes
 stream, as they are read, into ``export-<tenant>-<id>.zip``, so the documents are never read
-twice. Once every file matched, ``datapackage.json`` is built (with each object's ETag) and
-goes into the archive as its last entry; the archive is then read back itself and described
-in ``x-archive.json``. Only then, under the lock's fence, is the very same ``datapackage.json``
-published: the package becomes an export, archive included.
+twice. The GETs are made by a thread of their own (``flows.readback``), one after another in
+the archive's order as before, a bounded distance ahead: the next files arrive while the
+current one is deflated, and each is still checked here, whole, at its turn. Once every file
+matched, ``datapackage.json`` is built (with each object's ETag) and goes into the archive as
+its last entry; the archive is then read back itself and described in ``x-archive.json``.
+Only then, under the lock's fence, is the very same ``datapackage.json`` published: the
+package becomes an export, archive included.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from exporters.datapackage import FileRecord
+from flows.readback import OrderedReadBack
 from kernel.errors import VerificationFailed
 from storage import objects
 from storage.backup_store import chunks, head
@@ -60,16 +64,22 @@ def archive_package(s3: Any, bucket: str, prefix: str, tenant_id: str, export_id
     name = archive_name(tenant_id, export_id)
     manifest: list[bytes] = []
 
-    def entries() -> Iterator[ArchiveEntry]:
-        for record in records:
+    def opener(record: FileRecord) -> Iterator[bytes]:
+        """On the read-back thread: the object's chunks (the GET is issued by the first)."""
+        return chunks(s3, bucket, prefix + record.path, tenant_id)
+
+    def entries(fetched: OrderedReadBack[FileRecord]) -> Iterator[ArchiveEntry]:
+        for record, stream in fetched:
             yield ArchiveEntry(record.path, record.bytes, created,
-                               _read_back(s3, bucket, prefix + record.path, record, tenant_id))
+                               _checked(stream, prefix + record.path, record, bucket,
+                                        tenant_id))
         manifest.append(build_manifest())  # every file above matched its hash
         yield ArchiveEntry("datapackage.json", len(manifest[0]), created, [manifest[0]])
 
-    with objects.upload(s3, bucket, prefix + name, content_type="application/zip",
-                        tenant_id=tenant_id) as out:
-        write_archive(entries(), cast(IO[bytes], out), root=name.removesuffix(".zip"))
+    with OrderedReadBack(records, opener) as fetched, objects.upload(
+            s3, bucket, prefix + name, content_type="application/zip",
+            tenant_id=tenant_id) as out:
+        write_archive(entries(fetched), cast(IO[bytes], out), root=name.removesuffix(".zip"))
     stored = objects.StoredObject(prefix + name, out.bytes, out.sha256)
     objects.verify(s3, bucket, stored, tenant_id)
     found = head(s3, bucket, stored.key, tenant_id)
@@ -94,11 +104,11 @@ def read_archive_info(s3: Any, bucket: str, prefix: str, tenant_id: str) -> File
                       extra={"x-etag": info.get("etag")})
 
 
-def _read_back(s3: Any, bucket: str, key: str, record: FileRecord, tenant_id: str
-               ) -> Iterator[bytes]:
+def _checked(stored: Iterator[bytes], key: str, record: FileRecord, bucket: str,
+             tenant_id: str) -> Iterator[bytes]:
     """The object's bytes as stored, checked against the record once the last chunk passed."""
     digest, size = hashlib.sha256(), 0
-    for chunk in chunks(s3, bucket, key, tenant_id):
+    for chunk in stored:
         digest.update(chunk)
         size += len(chunk)
         if size > record.bytes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -183,10 +184,14 @@ def manifest_bytes(ctx: RunContext, tenant_id: str, export_id: str, created_at: 
     platform and each object's ETag, so ``links`` can tell a package whose objects were
     deleted or replaced since."""
     prefix = package_prefix(tenant_id, export_id)
-    for record in records:
-        found = head(ctx.s3, ctx.settings.export_bucket, prefix + record.path, tenant_id)
-        if found is not None and found["etag"]:
-            record.extra[ETAG_FIELD] = found["etag"]
+    # One HEAD per file, a round trip each: sent together (at most fetch_concurrency at once).
+    workers = max(1, min(ctx.settings.fetch_concurrency, len(records)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="head") as pool:
+        found = list(pool.map(lambda r: head(ctx.s3, ctx.settings.export_bucket,
+                                             prefix + r.path, tenant_id), records))
+    for record, stored in zip(records, found, strict=True):
+        if stored is not None and stored["etag"]:
+            record.extra[ETAG_FIELD] = stored["etag"]
     inventory = {k: v for k, v in classification(ctx.catalog).items() if k != "unclassified"}
     return encode_descriptor(build_descriptor(
         tenant_id, export_id, created_at, records, inventory,
