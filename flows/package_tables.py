@@ -75,7 +75,8 @@ def write_tables(catalog: Catalog, snap: Snapshot, key: TenantRef, sink: Sink, *
         sink: opens a verified upload for a package path and content type.
         dialect: how every CSV is written (recorded on each resource).
         created: the export's time, the workbooks' creation date (reproducible bytes).
-        table_done: called with each table's name and row count once its files are stored.
+        table_done: called with each table's name and row count once its files are written
+            (their PUTs may still be in flight: the sink's owner waits for them).
     """
     written = TablesWritten()
     names = UniqueNames()

@@ -49,7 +49,7 @@ from flows.package_retained import (
     package_prefix,
     retained_package,
 )
-from flows.package_tables import write_tables
+from flows.package_tables import Sink, write_tables
 from kernel.errors import BadInput
 from kernel.ids import validate_export_id
 from kernel.timeparse import DEFAULT_LINK_TTL_SECONDS
@@ -58,6 +58,7 @@ from sources.tenants import tenant_key
 from storage import objects
 from storage.backup_store import head
 from storage.s3 import require_bucket
+from storage.upload_queue import UploadQueue
 
 __all__ = ["ETAG_FIELD", "KEPT_FIELDS", "MANIFEST", "MISSING_FIELD", "SHARED_FIELD", "Archived",
            "ExportResult", "FileLink", "MissingDocument", "Notice", "PackageOptions",
@@ -67,6 +68,7 @@ __all__ = ["ETAG_FIELD", "KEPT_FIELDS", "MANIFEST", "MISSING_FIELD", "SHARED_FIE
            "verify_package", "write_package"]
 Progress = Callable[[float, str], None]
 """Told how far a running export is (0..1) and what it is doing, in words."""
+UPLOAD_WORKERS = 4  # PUTs in flight while the package is written
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,13 @@ def write_package(ctx: RunContext, tenant_id: str, export_id: str, *, excel: boo
     bucket, started = ctx.settings.export_bucket, time.monotonic()
     told = progress or (lambda _fraction, _line: None)
 
+    # Each file's PUT leaves while the next file is written; every one has ended (or the first
+    # failure is raised) before this returns, so nothing is read back before it is stored.
+    sent = UploadQueue(workers=min(UPLOAD_WORKERS, ctx.settings.fetch_concurrency))
+
     def sink(path: str, content_type: str) -> AbstractContextManager[objects.HashingSink]:
         return objects.upload(ctx.s3, bucket, prefix + path, content_type=content_type,
-                              tenant_id=tenant_id)
+                              tenant_id=tenant_id, queue=sent)
 
     total, done = max(len(ctx.catalog.tables), 1), [0, 0]
 
@@ -129,6 +135,14 @@ def write_package(ctx: RunContext, tenant_id: str, export_id: str, *, excel: boo
     # A retry of this step reuses the export id: start from an empty prefix, so nothing of a
     # failed attempt (an extra ZIP part, say) can end up in the package.
     objects.delete_prefix(ctx.s3, bucket, prefix, tenant_id)
+    with sent:
+        return _write_files(ctx, tenant_id, export_id, options, sink, told, table_done, total)
+
+
+def _write_files(ctx: RunContext, tenant_id: str, export_id: str, options: PackageOptions,
+                 sink: Sink, told: Progress, table_done: Callable[[str, int], None],
+                 total: int) -> list[FileRecord]:
+    """The tables, the documents and the guide, each file through ``sink``."""
     with ctx.snapshot() as snap:
         key = tenant_key(ctx.catalog, snap, tenant_id)
         if key.id != tenant_id:  # prefixes, locks and artifacts use the id as stored

@@ -5,7 +5,9 @@ its writer closes; past that, smart_open's multipart writer takes over and parts
 fill, so no whole large object is ever held in memory or on disk. Most objects of a backup or
 an export are small: one request instead of a multipart create, part and complete. Either way
 an exception inside the ``with`` block sends nothing or aborts the multipart upload (nothing
-half-written becomes visible).
+half-written becomes visible). Given an ``UploadQueue`` (``storage.upload_queue``), an object
+of one PUT is sent by its pool while the caller goes on; it is stored once the queue's
+``wait`` (or the end of its ``with`` block) returned.
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from smart_open import s3 as smart_s3
 
 from kernel.errors import StorageError, VerificationFailed
 from kernel.s3errors import error_code, raise_storage
+
+if TYPE_CHECKING:
+    from storage.upload_queue import UploadQueue
 
 PART_BYTES = 16 * 1024 * 1024
 SINGLE_PUT_BYTES = PART_BYTES  # up to this size an object is buffered and sent with one PUT
@@ -99,6 +104,11 @@ class _SpooledWriter:
                 self._multipart.write(view)
             held.close()
 
+    @property
+    def buffered(self) -> bool:
+        """Whether the object is still in memory (one PUT at ``close``)."""
+        return self._buffer is not None
+
     def close(self) -> None:
         if self._buffer is None:
             self._multipart.close()
@@ -117,8 +127,14 @@ class _SpooledWriter:
 def upload(
     client: Any, bucket: str, key: str, *, content_type: str = "application/octet-stream",
     tenant_id: str | None = None, written: list[StoredObject] | None = None,
+    queue: UploadQueue | None = None,
 ) -> Iterator[HashingSink]:
-    """A sink streaming to ``s3://bucket/key``; on success records a ``StoredObject``."""
+    """A sink streaming to ``s3://bucket/key``; on success records a ``StoredObject``.
+
+    ``queue``: an object of one PUT is sent by the queue's pool (``written`` then records it
+    before the PUT ended: it is stored once the queue's ``wait`` returned); a larger one, whose
+    parts already left, is completed here.
+    """
     what = f"uploading {key!r} to {bucket!r}"
     writer = _SpooledWriter(client, bucket, key, content_type)
     sink = HashingSink(writer, what, tenant_id)
@@ -127,11 +143,18 @@ def upload(
     except BaseException:
         _abort(writer)
         raise
-    try:
-        writer.close()
-    except UPLOAD_ERRORS as err:
-        _abort(writer)
-        raise_storage(err, f"completing {what}", tenant_id)
+
+    def finish() -> None:
+        try:
+            writer.close()
+        except UPLOAD_ERRORS as err:
+            _abort(writer)
+            raise_storage(err, f"completing {what}", tenant_id)
+
+    if queue is not None and writer.buffered:
+        queue.submit(finish)
+    else:
+        finish()
     if written is not None:
         written.append(StoredObject(key=key, bytes=sink.bytes, sha256=sink.sha256))
 

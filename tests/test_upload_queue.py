@@ -1,0 +1,146 @@
+"""storage.upload_queue and ``objects.upload(queue=...)``: PUTs overlap but stay bounded, each
+one has ended before the queue's block is left, the first failure is raised with its class,
+and an object sent through the queue is byte for byte the one written inline."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from kernel.errors import StorageError, TransientStorageError
+from storage import objects
+from storage.upload_queue import UploadQueue
+from tests.conftest import s3_client
+
+
+class Sends:
+    """PUT stand-ins that take ``seconds`` each, counting how many run and wait at once."""
+
+    def __init__(self, seconds: float = 0.05) -> None:
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.running = self.most_running = self.ended = 0
+
+    def send(self, fail: BaseException | None = None) -> Any:
+        def put() -> None:
+            with self.lock:
+                self.running += 1
+                self.most_running = max(self.most_running, self.running)
+            time.sleep(self.seconds)
+            with self.lock:
+                self.running -= 1
+                self.ended += 1
+            if fail is not None:
+                raise fail
+        return put
+
+
+def test_puts_overlap_up_to_the_workers_and_all_end_inside_the_block() -> None:
+    sends = Sends(0.1)
+    started = time.monotonic()
+    with UploadQueue(workers=4, pending=2) as queue:
+        for _ in range(8):
+            queue.submit(sends.send())
+    assert sends.ended == 8  # every PUT ended before the block was left
+    assert sends.most_running == 4
+    assert time.monotonic() - started < 0.6  # 8 x 0.1 s one after another would be 0.8 s
+
+
+def test_submit_waits_while_the_queue_is_full() -> None:
+    sends = Sends(0.05)
+    outstanding: list[int] = []
+    with UploadQueue(workers=2, pending=1) as queue:
+        for _ in range(10):
+            queue.submit(sends.send())
+            with sends.lock:
+                outstanding.append(len(queue._futures) - sends.ended)
+    assert max(outstanding) <= 3  # 2 sending + 1 waiting: bodies held at once stay bounded
+
+
+def test_the_first_failure_is_raised_with_its_class_after_every_put_ended() -> None:
+    sends = Sends(0.02)
+
+    def writer() -> None:
+        with UploadQueue(workers=3) as queue:
+            queue.submit(sends.send())
+            queue.submit(sends.send(TransientStorageError("first", tenant_id="t-1")))
+            queue.submit(sends.send(StorageError("second", tenant_id="t-1")))
+
+    with pytest.raises(TransientStorageError, match="first") as failure:
+        writer()
+    assert failure.value.tenant_id == "t-1"
+    assert sends.ended == 3
+
+
+def test_a_later_submit_raises_an_earlier_failure() -> None:
+    sends = Sends(0.0)
+    queue = UploadQueue(workers=1)
+    with queue:
+        queue.submit(sends.send(StorageError("PUT of data/a.csv failed", tenant_id="t-1")))
+        time.sleep(0.1)
+        with pytest.raises(StorageError, match=r"data/a\.csv"):
+            queue.submit(sends.send())
+        with pytest.raises(StorageError, match=r"data/a\.csv"):
+            queue.wait()
+        queue._futures.clear()  # seen: leave the block cleanly
+
+
+def test_the_blocks_own_error_wins_and_its_puts_still_end() -> None:
+    sends = Sends(0.1)
+
+    def writer() -> None:
+        with UploadQueue(workers=2) as queue:
+            queue.submit(sends.send(StorageError("upload failed too")))
+            queue.submit(sends.send())
+            raise RuntimeError("exporter broke")
+
+    with pytest.raises(RuntimeError, match="exporter broke"):
+        writer()
+    assert sends.ended == 2  # nothing lands after the caller's cleanup
+
+
+@pytest.fixture
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    client = s3_client(moto_endpoint)
+    bucket = f"queue-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    return client, bucket
+
+
+def test_objects_sent_through_the_queue_are_the_bytes_written(s3: tuple[Any, str]) -> None:
+    client, bucket = s3
+    bodies = {f"data/t{i}.csv": (f"id,name\n{i},member {i}\n" * (i * 500)).encode()
+              for i in range(12)}
+    big = bytes(range(256)) * (objects.PART_BYTES // 256 + 5)  # more than one part: inline
+    written: list[objects.StoredObject] = []
+    with UploadQueue(workers=4) as queue:
+        for key, body in [*bodies.items(), ("data/big.bin", big)]:
+            with objects.upload(client, bucket, key, content_type="text/csv; charset=utf-8",
+                                queue=queue, written=written) as sink:
+                sink.write(body)
+    for stored in written:
+        objects.verify(client, bucket, stored)
+    for key, body in [*bodies.items(), ("data/big.bin", big)]:
+        got = client.get_object(Bucket=bucket, Key=key)
+        assert got["Body"].read() == body
+    assert client.head_object(Bucket=bucket, Key="data/t3.csv")["ContentType"] == (
+        "text/csv; charset=utf-8")
+
+
+def test_a_failed_put_through_the_queue_is_a_storage_error(s3: tuple[Any, str]) -> None:
+    client, _ = s3
+
+    def writer() -> None:
+        with UploadQueue(workers=2) as queue, objects.upload(
+                client, "no-such-bucket", "k.csv", queue=queue, tenant_id="t-1") as sink:
+            sink.write(b"id\n1\n")
+
+    with pytest.raises(StorageError, match="no-such-bucket") as failure:
+        writer()
+    assert failure.value.tenant_id == "t-1"
