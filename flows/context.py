@@ -97,14 +97,16 @@ class RunContext(S3Context):
             return tenant_key(self.catalog, snap, tenant_id)
 
     @contextmanager
-    def snapshot(self) -> Iterator[Snapshot]:
+    def snapshot(self, *, side: bool = False) -> Iterator[Snapshot]:
         """A read snapshot with the batch bounds of the settings; on the way out, the run's log
-        says which tables were read as tuples instead of by ADBC, and why."""
+        says which tables were read as tuples instead of by ADBC, and why. ``side``: with a
+        second connection for the counts of rows no tenant gets (``Snapshot.unowned_ahead``).
+        """
         from sources.database import Snapshot  # noqa: PLC0415 - Arrow, when asked for
 
         with Snapshot(self.engine, batch_rows=self.settings.batch_rows,
                       batch_bytes=self.settings.batch_bytes,
-                      arrow=self.settings.arrow_reads) as snap:
+                      arrow=self.settings.arrow_reads, side=side) as snap:
             try:
                 yield snap
             finally:  # a failed run's log says it too

@@ -143,7 +143,7 @@ def _write_files(ctx: RunContext, tenant_id: str, export_id: str, options: Packa
                  sink: Sink, told: Progress, table_done: Callable[[str, int], None],
                  total: int) -> list[FileRecord]:
     """The tables, the documents and the guide, each file through ``sink``."""
-    with ctx.snapshot() as snap:
+    with ctx.snapshot(side=True) as snap:
         key = tenant_key(ctx.catalog, snap, tenant_id)
         if key.id != tenant_id:  # prefixes, locks and artifacts use the id as stored
             raise BadInput(f"tenant {tenant_id!r} is stored as {key.id!r}: export it under "

@@ -28,6 +28,12 @@ from kernel.errors import SourceUnavailable, TransientError
 from sources.arrowread import ARROW_BATCH_DIVISOR, ArrowConnection, TableQuery
 from sources.scoping import Owned, Sql, unowned_counts
 from sources.tables import Place, TablePlan, TenantRef
+from sources.unowned import (
+    SideConnection,
+    UnownedAhead,
+    open_postgres_side,
+    open_sqlite_side,
+)
 
 if TYPE_CHECKING:  # Arrow only where rows become batches: opening and probing need none
     import pyarrow as pa
@@ -90,9 +96,12 @@ class Snapshot(AbstractContextManager["Snapshot"]):
     """Every read inside one ``with`` block sees the database at a single instant."""
 
     def __init__(self, engine: Engine, batch_rows: int = 20_000,
-                 batch_bytes: int = DEFAULT_BATCH_BYTES, *, arrow: bool = False) -> None:
+                 batch_bytes: int = DEFAULT_BATCH_BYTES, *, arrow: bool = False,
+                 side: bool = False) -> None:
         """``arrow``: read tables with ADBC where that is exact (``sources.arrowtable``);
-        ``arrow_fallbacks`` then says which tables were read as tuples, and why."""
+        ``arrow_fallbacks`` then says which tables were read as tuples, and why. ``side``: a
+        second connection at the snapshot's instant counts the rows no tenant gets beside
+        the reads (``unowned_ahead``); SQLite opens it with the ADBC one, or not at all."""
         self._engine = engine
         self._batch_rows = batch_rows
         self._batch_bytes = batch_bytes
@@ -103,6 +112,8 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         self._use_arrow = arrow
         self._arrow: ArrowConnection | None = None
         self._arrow_tried = False
+        self._want_side = side
+        self._side: SideConnection | None = None
         self.arrow_fallbacks: dict[str, str] = {}  # table -> why it was read as tuples
         # SQLite table -> (bytes its widest tenant row may hold, rows with a NULL key), for ADBC
         self._facts: dict[str, tuple[int | None, int]] = {}
@@ -152,13 +163,23 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         def begin() -> None:
             self._conn.execute("BEGIN")
             self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if self._want_side:  # inside the same window: proved to read the same state
+                try:
+                    self._side = open_sqlite_side(self._engine.raw_connection(), _translate)
+                except (SQLAlchemyError, sqlite3.Error):
+                    self._side = None  # the counts are made on this connection instead
+
+        def rollback() -> None:
+            self._conn.execute("ROLLBACK")
+            self._release_side()
 
         self._arrow_tried = True
         self._arrow = open_sqlite_pair(
             str(Path(path).absolute()),
             lambda: int(self._conn.execute("PRAGMA data_version").fetchone()[0]),
-            begin, lambda: self._conn.execute("ROLLBACK"))
+            begin, rollback)
         if self._arrow is None:
+            self._release_side()  # its last begin() was not checked: counts stay inline
             self.arrow_fallbacks["*"] = "ADBC could not open the file at the snapshot's instant"
 
     def _arrow_connection(self) -> ArrowConnection | None:
@@ -183,7 +204,13 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             self.arrow_fallbacks["*"] = f"no ADBC reader on the snapshot: {error_reason(err)}"
         return self._arrow
 
+    def _release_side(self) -> None:
+        side, self._side = self._side, None
+        if side is not None:
+            side.release()
+
     def _close(self) -> None:
+        self._release_side()
         if self._arrow is not None:
             self._arrow.close()
             self._arrow = None
@@ -300,6 +327,36 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             return 0, 0
         row = self.first(statement, [], f"table {plan.name!r}")
         return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    def unowned_ahead(self, plans: Sequence[TablePlan]) -> UnownedAhead | None:
+        """``unowned`` of every plan, computed in order on the side connection while the
+        caller goes on (close it when done); None without a side connection: call
+        ``unowned`` then."""
+        if self._want_side and self._side is None and not self.is_sqlite:
+            self._side = self._postgres_side()
+        side, self._side = self._side, None
+        if side is None:
+            return None
+        statements = [(plan.name, unowned_counts(self.sql, Place(plan.schema, plan.table_name),
+                                                 plan.effective_scope)) for plan in plans]
+        return UnownedAhead(statements, side)
+
+    def _postgres_side(self) -> SideConnection | None:
+        """A pool connection adopting this transaction's exported snapshot, or None (a
+        standby exports none)."""
+        try:
+            if self._conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                return None
+            exported = str(self._conn.execute("SELECT pg_export_snapshot()").fetchone()[0])
+        except driver_errors() as err:
+            raise _translate(err, "the snapshot (exporting it)") from err
+        failures: tuple[type[BaseException], ...] = (SQLAlchemyError, ValueError,
+                                                     *driver_errors())
+        try:
+            return open_postgres_side(self._engine.raw_connection(), exported, _PG_SESSION,
+                                      _translate)
+        except failures:
+            return None  # the counts are made on this connection, as without a side one
 
     def read_table(self, plan: TablePlan, tenant_id: object,
                    schema: str | None = None) -> TableStream:
