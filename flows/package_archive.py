@@ -4,8 +4,9 @@ Every file of the staged package is read back once and its SHA-256 compared; the
 stream, as they are read, into ``export-<tenant>-<id>.zip``, so the documents are never read
 twice. The GETs are made by a thread of their own (``flows.readback``), one after another in
 the archive's order as before, a bounded distance ahead: the next files arrive while the
-current one is deflated, and each is still checked here, whole, at its turn. Once every file
-matched, ``datapackage.json`` is built (with each object's ETag) and goes into the archive as
+current one is deflated, and each is still checked here, whole, at its turn; the archive's
+own parts are hashed and sent by another thread while the next ones are deflated. Once every
+file matched, ``datapackage.json`` is built (with each object's ETag) and goes into the archive as
 its last entry; the archive is then read back itself and described in ``x-archive.json``.
 Only then, under the lock's fence, is the very same ``datapackage.json`` published: the
 package becomes an export, archive included.
@@ -25,6 +26,7 @@ from flows.readback import OrderedReadBack
 from kernel.errors import VerificationFailed
 from storage import objects
 from storage.backup_store import chunks, head
+from storage.upload_queue import BackgroundSink
 
 if TYPE_CHECKING:  # the ZIP writer (and Arrow behind it) only where an archive is written
     from exporters.archive import ArchiveEntry
@@ -78,8 +80,8 @@ def archive_package(s3: Any, bucket: str, prefix: str, tenant_id: str, export_id
 
     with OrderedReadBack(records, opener) as fetched, objects.upload(
             s3, bucket, prefix + name, content_type="application/zip",
-            tenant_id=tenant_id) as out:
-        write_archive(entries(fetched), cast(IO[bytes], out), root=name.removesuffix(".zip"))
+            tenant_id=tenant_id) as out, BackgroundSink(out) as piped:  # parts sent beside
+        write_archive(entries(fetched), cast(IO[bytes], piped), root=name.removesuffix(".zip"))
     stored = objects.StoredObject(prefix + name, out.bytes, out.sha256)
     objects.verify(s3, bucket, stored, tenant_id)
     found = head(s3, bucket, stored.key, tenant_id)

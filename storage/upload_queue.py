@@ -10,17 +10,26 @@ Nothing is verified before it is stored: the caller leaves the ``with`` block (w
 every PUT) before it reads anything back, and a failed PUT is raised there, the first one
 (with its class: a transient failure stays retryable). When the block itself raised, every
 PUT still running is waited for (none lands after the caller's cleanup) and that error wins.
+
+A large object (the single-download archive) is a multipart upload whose parts leave from
+inside ``write``: a :class:`BackgroundSink` in front of it lets the writer go on deflating
+while a part is hashed and sent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
+from typing import Any
 
 DEFAULT_WORKERS = 4
 DEFAULT_PENDING = 4  # bodies waiting for a worker, beyond those being sent
+_POLL_SECONDS = 0.1
 
 
 class UploadQueue:
@@ -83,3 +92,91 @@ class UploadQueue:
     def _raise_failure(self) -> None:
         if self._failed.is_set():
             self.wait()
+
+
+class BackgroundSink(io.RawIOBase):
+    """A write-only sink whose bytes a thread of its own passes on to ``target`` (an upload:
+    hashing, multipart parts), so the writer goes on while a part is sent.
+
+    At most ``ahead`` writes wait between the two (each as large as the writer made it). A
+    failure of ``target`` is raised by the next ``write`` or by ``finish``; ``finish`` waits
+    until everything reached ``target``, ``abort`` drops what waits. Use it as a context
+    manager inside the upload's ``with`` block: leaving without an error finishes, with one
+    aborts, and the thread has ended either way before the upload is completed or discarded.
+    """
+
+    def __init__(self, target: Any, ahead: int = 64) -> None:
+        super().__init__()
+        self._target = target
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=ahead)
+        self._error: BaseException | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._pass_on, name="upload-writer",
+                                        daemon=True)
+        self._thread.start()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._raise_failure()
+        block = bytes(data)  # the caller may reuse its buffer
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(block, timeout=_POLL_SECONDS)
+                return len(block)
+            except queue.Full:
+                continue
+        self._raise_failure()
+        raise ValueError("write to a finished or aborted BackgroundSink")
+
+    def finish(self) -> None:
+        """Wait until every byte reached the target; raise its failure, if any."""
+        if self._thread.is_alive():
+            while not self._stopped.is_set():
+                try:
+                    self._queue.put(None, timeout=_POLL_SECONDS)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join()
+        self._raise_failure()
+
+    def abort(self) -> None:
+        """Drop what waits and end the thread (the upload's owner discards the upload)."""
+        self._stopped.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get_nowait()
+            self._thread.join(_POLL_SECONDS)
+
+    def __enter__(self) -> BackgroundSink:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None:
+            self.finish()
+        else:
+            self.abort()
+
+    def _pass_on(self) -> None:
+        try:
+            while True:
+                try:
+                    block = self._queue.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    if self._stopped.is_set():
+                        return
+                    continue
+                if block is None or self._stopped.is_set():
+                    return
+                self._target.write(block)
+        except BaseException as err:  # noqa: BLE001 - raised in the writer's thread
+            self._error = err
+        finally:
+            self._stopped.set()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error

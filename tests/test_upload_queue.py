@@ -13,7 +13,7 @@ import pytest
 
 from kernel.errors import StorageError, TransientStorageError
 from storage import objects
-from storage.upload_queue import UploadQueue
+from storage.upload_queue import BackgroundSink, UploadQueue
 from tests.conftest import s3_client
 
 
@@ -144,3 +144,70 @@ def test_a_failed_put_through_the_queue_is_a_storage_error(s3: tuple[Any, str]) 
     with pytest.raises(StorageError, match="no-such-bucket") as failure:
         writer()
     assert failure.value.tenant_id == "t-1"
+
+
+class SlowTarget:
+    """An upload stand-in: takes ``seconds`` per write, may fail at the ``fail_at``-th."""
+
+    def __init__(self, seconds: float = 0.0, fail_at: int | None = None) -> None:
+        self.seconds, self.fail_at = seconds, fail_at
+        self.got: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        if self.fail_at is not None and len(self.got) == self.fail_at:
+            raise TransientStorageError("uploading part 3: SlowDown", tenant_id="t-1")
+        time.sleep(self.seconds)
+        self.got.append(bytes(data))
+        return len(data)
+
+
+def test_background_sink_passes_every_byte_on_in_order_while_the_writer_goes_on() -> None:
+    target = SlowTarget(seconds=0.02)
+    blocks = [bytes([i]) * (1000 + i) for i in range(20)]
+    started = time.monotonic()
+    with BackgroundSink(target, ahead=32) as sink:
+        for block in blocks:
+            sink.write(block)
+        handed_over = time.monotonic() - started
+        assert handed_over < 0.2  # 20 writes x 20 ms would be 0.4 s on the writer's thread
+    assert target.got == blocks  # finished: everything arrived, in order
+
+
+def test_background_sink_bounds_what_waits() -> None:
+    target = SlowTarget(seconds=0.01)
+    with BackgroundSink(target, ahead=3) as sink:
+        for i in range(30):
+            sink.write(b"x" * 10)
+            assert (i + 1) - len(target.got) <= 3 + 2  # queued, in the thread's hand, rounding
+
+
+def test_background_sink_raises_the_targets_failure_with_its_class() -> None:
+    target = SlowTarget(fail_at=3)
+
+    def writer() -> None:
+        with BackgroundSink(target, ahead=2) as sink:
+            for _ in range(100):
+                sink.write(b"part")
+
+    with pytest.raises(TransientStorageError, match="SlowDown") as failure:
+        writer()
+    assert failure.value.tenant_id == "t-1"
+    assert len(target.got) == 3
+
+
+def test_background_sink_aborted_passes_nothing_more_on() -> None:
+    target = SlowTarget(seconds=0.05)
+    sink = BackgroundSink(target, ahead=10)
+
+    def writer() -> None:
+        with sink:
+            for _ in range(10):
+                sink.write(b"z")
+            raise RuntimeError("exporter broke")
+
+    with pytest.raises(RuntimeError, match="exporter broke"):
+        writer()
+    arrived = len(target.got)
+    assert arrived < 10 and not sink._thread.is_alive()
+    time.sleep(0.1)
+    assert len(target.got) == arrived
