@@ -166,7 +166,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             if self._want_side:  # inside the same window: proved to read the same state
                 try:
                     self._side = open_sqlite_side(self._engine.raw_connection(), _translate)
-                except (SQLAlchemyError, sqlite3.Error):
+                except (SQLAlchemyError, sqlite3.Error):  # (check_same_thread=True)
                     self._side = None  # the counts are made on this connection instead
 
         def rollback() -> None:

@@ -118,6 +118,7 @@ def open_sqlite_side(raw: Any, translate: Callable[[BaseException, str], Excepti
         conn.isolation_level = None  # BEGIN is issued here
         conn.execute("BEGIN")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        _usable_from_a_thread(conn)
     except BaseException:
         raw.invalidate()
         raw.close()
@@ -138,6 +139,24 @@ def open_sqlite_side(raw: Any, translate: Callable[[BaseException, str], Excepti
             raw.close()
 
     return SideConnection(count, conn.interrupt, release, translate)
+
+
+def _usable_from_a_thread(conn: Any) -> None:
+    """Raise the driver's error if ``conn`` refuses another thread (``check_same_thread``, which
+    SQLAlchemy turns off for a file database unless the URL turns it back on)."""
+    failed: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            conn.execute("SELECT 1").fetchone()
+        except BaseException as err:  # noqa: BLE001 - raised on the caller's thread
+            failed.append(err)
+
+    thread = threading.Thread(target=probe, name="unowned-probe")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 def open_postgres_side(raw: Any, snapshot_id: str, session: Sequence[str],

@@ -38,6 +38,7 @@ def counts_both_ways(url: str, catalog: Catalog) -> tuple[dict[str, tuple[int, i
         with Snapshot(engine, arrow=True, side=True) as snap:
             ahead = snap.unowned_ahead(catalog.tables)
             assert ahead is not None  # a side connection was opened at the snapshot's instant
+            assert "*" not in snap.arrow_fallbacks  # and the ADBC reader kept its own
             with ahead:
                 made_ahead = {p.name: ahead.get(p.name) for p in catalog.tables}
             inline = {p.name: snap.unowned(p) for p in catalog.tables}
@@ -81,7 +82,7 @@ def _orphans_after_a_late_commit(url: str, commit: Any) -> tuple[int, int]:
             snap.first("SELECT count(*) FROM notes", [], "notes")  # the snapshot is taken
             commit()  # two more orphans, committed after the snapshot's instant
             ahead = snap.unowned_ahead(catalog.tables)
-            assert ahead is not None
+            assert ahead is not None and "*" not in snap.arrow_fallbacks
             with ahead:
                 return ahead.get("notes")
     finally:
@@ -173,9 +174,17 @@ def test_without_a_side_connection_the_counts_stay_inline(tmp_path: Path) -> Non
         conn.executescript(NOTES)
     url = f"sqlite:///{db}"
     catalog = catalog_of(url)
+    _without_a_side(url, catalog, ({"arrow": True}, {"arrow": False, "side": True}))
+    # a connection that refuses other threads is not used by one: the counts stay inline
+    _without_a_side(f"sqlite:///{db}?check_same_thread=true", catalog,
+                    ({"arrow": True, "side": True},))
+
+
+def _without_a_side(url: str, catalog: Catalog, variants: tuple[dict[str, bool], ...]
+                    ) -> None:
     engine = open_engine(url)
     try:
-        for options in ({"arrow": True}, {"arrow": False, "side": True}):
+        for options in variants:
             with Snapshot(engine, **options) as snap:
                 assert snap.unowned_ahead(catalog.tables) is None, options
                 plan = catalog.table("notes")
