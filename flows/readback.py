@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-AHEAD_CHUNKS = 32  # 1 MiB chunks (storage.backup_store.READ_CHUNK): at most 32 MiB ahead
+AHEAD_CHUNKS = 16  # 1 MiB chunks (storage.backup_store.READ_CHUNK): at most 16 MiB ahead
 _POLL_SECONDS = 0.1
 _CHUNK, _END, _ERROR = "chunk", "end", "error"
 

@@ -152,7 +152,7 @@ def upload(
             raise_storage(err, f"completing {what}", tenant_id)
 
     if queue is not None and writer.buffered:
-        queue.submit(finish)
+        queue.submit(finish, size=sink.bytes)
     else:
         finish()
     if written is not None:

@@ -3,8 +3,9 @@
 An export writes some forty objects, most of them one PUT each (``storage.objects``: up to
 one part, buffered). Sent inline, every one stops the writer for a round trip and the body's
 transfer; handed to an :class:`UploadQueue` they overlap the next table's reading and writing.
-At most ``workers`` PUTs run and at most ``pending`` bodies wait (each up to one part), so
-memory stays bounded whatever the package's size; ``submit`` blocks while the queue is full.
+At most ``workers`` PUTs run and at most ``pending`` bodies wait, and together they hold at
+most ``budget`` bytes (a body larger than that waits until it is alone), so memory stays
+bounded whatever the package's size; ``submit`` blocks while the queue is full.
 
 Nothing is verified before it is stored: the caller leaves the ``with`` block (which waits for
 every PUT) before it reads anything back, and a failed PUT is raised there, the first one
@@ -29,6 +30,9 @@ from typing import Any
 
 DEFAULT_WORKERS = 4
 DEFAULT_PENDING = 4  # bodies waiting for a worker, beyond those being sent
+# Bytes of bodies queued or being sent: two parts' worth. Eight bodies of up to one part each
+# (16 MiB) added up to 30-50 MiB of an export's peak RSS; most files are a few MiB.
+DEFAULT_BUDGET = 32 * 1024 * 1024
 _POLL_SECONDS = 0.1
 
 
@@ -36,26 +40,32 @@ class UploadQueue:
     """Runs ``send`` callables (one PUT each) on a bounded pool; ``wait`` raises the first
     failure. Use it as a context manager: leaving the block waits for every PUT."""
 
-    def __init__(self, workers: int = DEFAULT_WORKERS, pending: int = DEFAULT_PENDING) -> None:
-        if workers < 1 or pending < 0:
-            raise ValueError("workers must be at least 1 and pending not negative")
+    def __init__(self, workers: int = DEFAULT_WORKERS, pending: int = DEFAULT_PENDING,
+                 budget: int = DEFAULT_BUDGET) -> None:
+        if workers < 1 or pending < 0 or budget < 1:
+            raise ValueError("workers and budget must be at least 1 and pending not negative")
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
         self._room = threading.BoundedSemaphore(workers + pending)
+        self._budget, self._held = budget, 0
+        self._bytes = threading.Condition()
         self._futures: list[Future[None]] = []
         self._lock = threading.Lock()
         self._failed = threading.Event()
 
-    def submit(self, send: Callable[[], None]) -> None:
-        """Queue one PUT (waits while the queue is full); raises at once the failure of an
-        earlier one, so a writer stops early."""
+    def submit(self, send: Callable[[], None], size: int = 0) -> None:
+        """Queue one PUT of a ``size``-byte body (waits while the queue is full, in number
+        or in bytes); raises at once the failure of an earlier one, so a writer stops early."""
         self._raise_failure()
         self._room.acquire()
+        with self._bytes:
+            self._bytes.wait_for(lambda: self._held == 0 or self._held + size <= self._budget)
+            self._held += size
         try:
             future = self._pool.submit(send)
         except BaseException:
-            self._room.release()
+            self._release(size)
             raise
-        future.add_done_callback(self._done)
+        future.add_done_callback(lambda done: self._done(done, size))
         with self._lock:
             self._futures.append(future)
 
@@ -84,8 +94,14 @@ class UploadQueue:
         finally:
             self._pool.shutdown(wait=True)
 
-    def _done(self, future: Future[None]) -> None:
+    def _release(self, size: int) -> None:
+        with self._bytes:
+            self._held -= size
+            self._bytes.notify_all()
         self._room.release()
+
+    def _done(self, future: Future[None], size: int) -> None:
+        self._release(size)
         if not future.cancelled() and future.exception() is not None:
             self._failed.set()
 
