@@ -3,8 +3,9 @@
 A snapshot is every table of the tenant as content-addressed chunks of encrypted Parquet
 (:mod:`flows.backup_tables`: rows already stored are not uploaded again), read from one
 consistent database snapshot, plus its documents stored content-addressed (a blob already
-backed up is never uploaded again), listed in a sealed document index, and described by an
-encrypted manifest written last. Write order: new chunks, new blobs and the index are
+backed up is never uploaded again), listed in a sealed document index, the chunks in a table
+index (format 7), and described by an encrypted manifest written last. Write order: new
+chunks, new blobs and the indexes are
 written and read back (ciphertext SHA-256), then the manifest is written and read back: a
 snapshot without a manifest is not a snapshot, whatever else its folder holds. The commit is
 then recorded in the control database (:mod:`storage.registry`), so a snapshot deleted later

@@ -7,7 +7,8 @@ restic's chunker but on rows rather than bytes): inserting, updating or deleting
 only the chunks holding them, and every other chunk is the same run of rows as the night before.
 Each chunk is one Parquet file (one row group, zstd), named by the keyed hash of its bytes like
 a document blob (``DataKeys.blob_name``) and stored at ``blobs/<name>``. A chunk that the
-previous snapshot's authenticated manifest lists (or this run stored already) costs no request;
+previous snapshot lists (its authenticated manifest, or since format 7 its table index; or
+that this run stored already) costs no request;
 a new one is sealed in memory, sent with one PUT and read back, on a small pool, while the next
 chunk is read from the database. An unchanged table uploads nothing.
 
@@ -23,7 +24,9 @@ upgrade of pyarrow also rewrites every chunk once.
 
 Since format 5 a table chunk of at most 1 MiB sealed goes into a pack of its own series
 (:mod:`flows.backup_packs`: a million rows are about ten PUTs, not 4,000); a chunk's place is
-known once its pack is read back, so the table entries are completed by :meth:`finish`. A pack
+known once its pack is read back, so the table entries wait in a temporary database
+(:class:`~flows.backup_chunkmap.ChunkMap`) and are completed when the table index is written
+(format 7: memory does not grow with the number of chunks). A pack
 of table chunks the new snapshot uses less than half of is rewritten from its own bytes (one
 GET), as document packs are from the documents bucket.
 """
