@@ -37,7 +37,7 @@ from flows.backup_packs import Packer
 from flows.backup_scratch import Scratch
 from flows.backup_tables import UPLOADS_IN_FLIGHT, TableChunks, index_pieces, line_pieces
 from flows.context import RunContext
-from kernel.errors import BadInput, ControlDbError
+from kernel.errors import BadInput, ControlDbError, StorageError, VerificationFailed
 from kernel.ids import new_snapshot_id, validate_tenant_id
 from sources.database import Snapshot
 from sources.documents import confined, iter_documents
@@ -112,12 +112,10 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
     at = lambda name: checkpoint(name)  # noqa: E731, PLW0108 - late-bound, tests replace it
     chunks.packer = Packer(ctx.s3, ctx.settings.backup_bucket, tenant_id, snapshot_id,
                            chunks.record, at, series="t")
-    previous: dict[str, Any] | None = None
-    with Scratch() as scratch, chunks.known:
+    with chunks.known, Scratch() as scratch:
         if complete:  # what the previous snapshot stored: documents, blobs, table chunks
-            previous = store.read_manifest(keys, tenant_id, complete[-1])
-            chunks.remember(previous)
-            scratch.add_previous(store.documents(keys, tenant_id, previous))
+            _remember(store.read_manifest(keys, tenant_id, complete[-1]), chunks, scratch,
+                      summary)
         with ctx.snapshot() as snap:  # one snapshot: the tables, then the document rows
             key = tenant_key(ctx.catalog, snap, tenant_id)
             tables = _write_tables(ctx, chunks, snap, key, summary)
@@ -148,6 +146,24 @@ def backup_tenant(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str, *,
     }, fence)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _remember(previous: dict[str, Any], chunks: TableChunks, scratch: Scratch,
+              summary: BackupSummary) -> None:
+    """What the previous snapshot stored, from its indexes. An index that fails its checks (a
+    damaged pack, say) must not stop every later backup: this night then reuses nothing,
+    stores everything again, and says so."""
+    try:
+        chunks.remember(previous)
+        scratch.add_previous(chunks.store.documents(chunks.keys, chunks.tenant_id, previous))
+    except (VerificationFailed, StorageError) as err:
+        chunks.known.forget()  # claims made before the failure came from an unchecked index
+        scratch.forget_previous()
+        note = (f"the previous snapshot {previous['snapshot_id']} could not be read to reuse "
+                f"what it stored ({err}); this snapshot stores every chunk and document again: "
+                "run `tenant-export verify` on it and see the restore runbook")
+        log.warning(note)
+        summary.warnings.append(note)
 
 
 def _write_tables(ctx: RunContext, chunks: TableChunks, snap: Snapshot, key: object,

@@ -82,6 +82,12 @@ class ChunkMap:
             self._db.execute("INSERT OR REPLACE INTO known VALUES (?, ?)",
                              (blob, json.dumps(merged)))
 
+    def forget(self) -> None:
+        """Forget every chunk and reused pack (what a damaged previous index vouched for)."""
+        with self._lock:
+            self._db.execute("DELETE FROM known")
+            self._db.execute("DELETE FROM used")
+
     # -- this snapshot's table entries ---------------------------------------------------------
 
     def add(self, table: str, entry: dict[str, Any]) -> None:

@@ -133,6 +133,11 @@ class Scratch:
                         for e in batch
                         if None not in (e.get("storage_key"), e.get("etag"), e.get("size"))))
 
+    def forget_previous(self) -> None:
+        """Forget what the previous snapshot stored (its index failed its checks halfway)."""
+        self._many("DELETE FROM previous", [()])
+        self._many("DELETE FROM known", [()])
+
     def retire_packs(self, retire: Callable[[int, int], bool]) -> list[str]:
         """Packs this snapshot would reuse only in part that ``retire(members, used)`` says to
         rewrite. Their blobs are forgotten here, so the documents still using them are

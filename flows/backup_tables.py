@@ -238,7 +238,8 @@ class TableChunks:
     def finish(self, pool: ThreadPoolExecutor) -> None:
         """Rewrite the reused packs mostly unused, send the last pack, and complete the index
         chunks' entries with their places (after this, every chunk stored so far is placed)."""
-        if self.packer is None:
+        if self.packer is None:  # nothing packed: every entry's place is known already
+            self._completed()
             return
         for pack, used in self.known.used_packs():
             members = [{**(self.known.get(b) or {}), "blob": b} for b in used]
@@ -260,6 +261,10 @@ class TableChunks:
             for job in jobs:
                 self._stored(job.result())
         self.packer.close()
+        self._completed()
+
+    def _completed(self) -> None:
+        """The index chunks' entries completed from what is known of them now."""
         for entry in self._packed:
             entry.update(self.known.get(entry["blob"]) or {})
         self._packed.clear()

@@ -56,7 +56,7 @@ def prune_tenant(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, policy: Re
     blobs_to_delete: list[str] = []
     if keep:
         keys = ctx.store.data_key(wrapper, tenant_id, create=False)
-        referenced = [list(ctx.store.blobs(
+        referenced = [set(ctx.store.blobs(  # distinct names: a pack is named by many lines
             keys, tenant_id, ctx.store.read_manifest(keys, tenant_id, s)))
             for s in keep]
         stored = [k.rsplit("/", 1)[-1] for k, modified in objects.list_objects(

@@ -76,6 +76,8 @@ def restore_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, target
         snapshot_id = report["snapshot_id"]
         dek = ctx.store.data_key(wrapper, tenant_id, create=False)
         manifest = ctx.store.read_manifest(dek, tenant_id, snapshot_id)
+        # read and checked again before anything is staged: the index may have changed since
+        chunks = closing.enter_context(ctx.store.table_index(dek, tenant_id, manifest))
         clash = sorted(t["name"] for t in manifest["tables"] if t["name"].casefold() in taken)
         if clash:
             raise BadInput(f"target database already has table(s) or view(s) "
@@ -87,7 +89,6 @@ def restore_snapshot(ctx: S3Context, wrapper: KeyWrapper, tenant_id: str, target
                                    documents_bucket)
             documents.check_targets()
             documents.stage()
-        chunks = closing.enter_context(ctx.store.table_index(dek, tenant_id, manifest))
         loads = [_table_load(ctx, dek, tenant_id, snapshot_id, t, chunks)
                  for t in manifest["tables"]]
         publish = documents.publish if documents else None
@@ -142,11 +143,11 @@ def restore_in_place(ctx: RunContext, wrapper: KeyWrapper, tenant_id: str,
         documents.publish()
 
     closing = ExitStack()
-    try:
+    try:  # the table index read and checked again before anything is staged
+        chunks = closing.enter_context(ctx.store.table_index(dek, tenant_id, manifest))
         skipped = documents.confine(ctx)
         documents.select_changed()
         documents.stage()
-        chunks = closing.enter_context(ctx.store.table_index(dek, tenant_id, manifest))
         loads = [_table_load(ctx, dek, tenant_id, snapshot_id, t, chunks)
                  for t in manifest["tables"]]
         replaced = replace_tenant(ctx.engine, ctx.catalog, tenant, loads,

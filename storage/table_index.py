@@ -38,9 +38,12 @@ def table_entries(lines: Iterable[tuple[int, bytes]], tables: list[dict[str, Any
     table's lines add up to the row and chunk counts its manifest entry gives."""
     position, count, rows = 0, 0, 0
     places = {t.get("name"): i for i, t in enumerate(tables)}
+    if len(places) != len(tables):
+        raise VerificationFailed(f"{what}: the manifest lists a table name twice")
 
     def closed(table: dict[str, Any]) -> None:
-        if (count, rows) != (table.get("chunk_count"), table.get("rows")):
+        expected = (table.get("chunk_count"), table.get("rows"))
+        if any(isinstance(n, bool) for n in expected) or (count, rows) != expected:
             raise VerificationFailed(
                 f"{what}: table {table.get('name')!r} has {count} chunk(s) of {rows} row(s) in "
                 f"the index; the manifest says {table.get('chunk_count')} of "

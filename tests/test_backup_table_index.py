@@ -5,17 +5,22 @@ number of chunks. Older snapshots stay readable and feed the next night."""
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flows import restore
+from flows import backup_packs, backup_tables, prune, restore
 from flows.context import RunContext
 from kernel.errors import VerificationFailed
+from storage import backup_store as store
+from storage.retention import RetentionPolicy
 from storage.table_index import TableChunkIndex, encode, table_entries
 from tests.conftest import Platform
 from tests.snapshot_view import as_format, with_table_chunks
@@ -78,6 +83,18 @@ def test_an_index_that_disagrees_with_its_manifest_is_refused(lines: tuple[bytes
                                                               message: str) -> None:
     with pytest.raises(VerificationFailed, match=message):
         list(table_entries(numbered(*lines), TABLES, "idx"))
+
+
+@pytest.mark.parametrize(("tables", "message"), [
+    ([*TABLES, {"name": "a", "rows": 0, "chunk_count": 0}], "lists a table name twice"),
+    ([{**TABLES[0], "chunk_count": True}, *TABLES[1:]], "table 'a' has"),
+])
+def test_a_manifest_that_is_not_a_plain_table_list_is_refused(tables: list[dict[str, Any]],
+                                                              message: str) -> None:
+    lines = numbered(encode("a", chunk("1", 2)), encode("a", chunk("2", 3)),
+                     encode("b", chunk("3", 1)))
+    with pytest.raises(VerificationFailed, match=message):
+        list(table_entries(lines, tables, "idx"))
 
 
 def test_tables_are_served_in_any_order_and_interleaved() -> None:
@@ -192,3 +209,98 @@ def test_a_manifest_whose_counts_disagree_with_its_table_index_is_refused(
     with pytest.raises(VerificationFailed, match=r"table 'members' has .* chunk"):
         restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{target}")
     assert not target.exists()
+
+
+# -- a damaged or missing table index ------------------------------------------------------------
+
+
+def flip_a_byte(platform: Platform, entry: dict[str, Any]) -> None:
+    """One byte of an index chunk's sealed bytes changed where it is stored (its pack)."""
+    key = store.blob_key("t-1", entry.get("pack") or entry["blob"])
+    body = bytearray(platform.s3.get_object(Bucket=platform.backup_bucket, Key=key)["Body"]
+                     .read())
+    body[(entry.get("pack_offset") or 0) + 60] ^= 1
+    platform.s3.put_object(Bucket=platform.backup_bucket, Key=key, Body=bytes(body))
+
+
+def test_a_damaged_table_index_fails_verify_and_restore_before_anything_is_written(
+        sqlite_platform: Platform, ctx: RunContext, tmp_path: Path) -> None:
+    add_members(sqlite_platform, 500)
+    snapshot_id = run_backup().snapshot_id
+    keys = ctx.store.data_key(wrapper(), "t-1", create=False)
+    flip_a_byte(sqlite_platform,
+                ctx.store.read_manifest(keys, "t-1", snapshot_id)["table_index"]["chunks"][0])
+    with pytest.raises(VerificationFailed, match="x00000"):
+        restore.verify_snapshot(ctx, wrapper(), "t-1", snapshot_id)
+    target = tmp_path / "r.sqlite"
+    with pytest.raises(VerificationFailed, match="x00000"):
+        restore.restore_snapshot(ctx, wrapper(), "t-1", f"sqlite:///{target}")
+    assert not target.exists()
+
+
+def test_a_version_7_manifest_without_its_table_index_is_refused(
+        sqlite_platform: Platform, ctx: RunContext) -> None:
+    snapshot_id = run_backup().snapshot_id
+    keys = ctx.store.data_key(wrapper(), "t-1", create=False)
+    described = ctx.store.read_manifest(keys, "t-1", snapshot_id)
+    del described["table_index"]
+    ctx.store.write_manifest(keys, "t-1", snapshot_id, described)
+    with pytest.raises(VerificationFailed, match=f"the table index of snapshot {snapshot_id}: "
+                                                 "the manifest does not describe it"):
+        restore.verify_snapshot(ctx, wrapper(), "t-1", snapshot_id)
+
+
+@pytest.mark.parametrize("index", ["table_index", "documents"])
+def test_a_damaged_previous_index_costs_a_full_night_not_every_later_backup(
+        index: str, sqlite_platform: Platform, ctx: RunContext, tmp_path: Path) -> None:
+    """The previous snapshot's index fails its checks: the next night says so, reuses nothing
+    (what the index vouched for is not trusted), and its own snapshot is whole."""
+    add_members(sqlite_platform, 500)
+    first = run_backup()
+    keys = ctx.store.data_key(wrapper(), "t-1", create=False)
+    flip_a_byte(sqlite_platform,
+                ctx.store.read_manifest(keys, "t-1", first.snapshot_id)[index]["chunks"][0])
+    second = run_backup()
+    assert any(first.snapshot_id in w and "stores every chunk and document again" in w
+               for w in second.warnings), second.warnings
+    described = ctx.store.read_manifest(keys, "t-1", second.snapshot_id)
+    assert all(t["uploaded_bytes"] > 0 for t in described["tables"] if t["rows"])
+    assert second.blobs_uploaded == first.blobs_uploaded > 0  # every document read again
+    assert restore.verify_snapshot(ctx, wrapper(), "t-1", second.snapshot_id)["ok"]
+    assert_members_restored(ctx, second.snapshot_id, second.tables["members"],
+                            sqlite_platform.source_url.removeprefix("sqlite:///"),
+                            tmp_path / "restored.sqlite")
+    third = run_backup()  # and the night after reuses the second's as usual
+    assert not third.warnings and third.blobs_uploaded == 0
+
+
+def test_packs_of_the_table_index_mostly_unused_are_rewritten(
+        sqlite_platform: Platform, ctx: RunContext, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small packs, two-row chunks: deleting most rows leaves the first night's index packs
+    mostly unused; the second night rewrites them (its own series), and the snapshot still
+    verifies, restores and feeds a third night after prune."""
+    monkeypatch.setattr(backup_tables, "MAX_CHUNK_ROWS", 2)
+    monkeypatch.setattr(backup_packs, "PACK_BYTES", 48 * 1024)
+    add_members(sqlite_platform, 3_000)
+    db = sqlite_platform.source_url.removeprefix("sqlite:///")
+    first = run_backup()
+    keys = ctx.store.data_key(wrapper(), "t-1", create=False)
+    old = {c["pack"] for c in ctx.store.read_manifest(keys, "t-1", first.snapshot_id)[
+        "table_index"]["chunks"]}
+    assert len(old) >= 2 and all(re.search(r"-x\d+$", p) for p in old)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM members WHERE id >= ?", (100_000 + 1_200,))
+    second = run_backup()
+    assert second.table_packs_retired >= 1
+    now = {c["pack"] for c in ctx.store.read_manifest(keys, "t-1", second.snapshot_id)[
+        "table_index"]["chunks"]}
+    assert len(now & old) < len(old)  # some of the first night's index packs left behind
+    prune.prune_tenant(ctx, wrapper(), "t-1", RetentionPolicy(daily=1, weekly=0, monthly=0),
+                       dry_run=False, now=datetime.now(UTC) + timedelta(days=2))
+    assert restore.verify_snapshot(ctx, wrapper(), "t-1", second.snapshot_id)["ok"]
+    assert_members_restored(ctx, second.snapshot_id, second.tables["members"], db,
+                            tmp_path / "restored.sqlite")
+    third = run_backup()
+    assert third.blobs_uploaded == 0 and restore.verify_snapshot(
+        ctx, wrapper(), "t-1", third.snapshot_id)["ok"]
