@@ -57,3 +57,41 @@ def test_an_operators_pool_setting_wins(pool: str) -> None:
         pytest.skip(f"this pyarrow has no {pool}")
     assert probe("from kernel.lean import lean_process; lean_process()",
                  ARROW_DEFAULT_MEMORY_POOL=pool) == {"pandas": False, "pool": pool}
+
+
+MALLOC_PROBE = """
+import ctypes, json
+{setup}
+libc = ctypes.CDLL(None)
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+libc.mallinfo2.restype = Info
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.free(libc.malloc(4 << 20))  # glibc's own policy raises its mmap threshold to 4 MiB here
+before = libc.mallinfo2().hblks
+block = libc.malloc(1 << 20)
+print(json.dumps({{"mmapped": libc.mallinfo2().hblks - before}}))
+libc.free(block)
+"""
+
+
+def mmapped(setup: str, **env: str) -> int:
+    environment = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    done = subprocess.run([sys.executable, "-c", MALLOC_PROBE.format(setup=setup)], cwd=ROOT,
+                          env={**environment, **env}, capture_output=True, text=True,
+                          check=True, timeout=120)
+    return int(json.loads(done.stdout)["mmapped"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr(
+    "CS_GNU_LIBC_VERSION") is None, reason="glibc's malloc only")
+def test_large_blocks_stay_mmapped_in_a_lean_process() -> None:
+    """A 1 MiB block after a 4 MiB one was freed: glibc would take it from its heap (never
+    given back); the lean process keeps it mmapped, so freeing it gives the memory back."""
+    lean = "from kernel.lean import lean_process; lean_process()"
+    assert mmapped("") == 0  # glibc's dynamic threshold, what the lean process avoids
+    assert mmapped(lean) == 1
+    assert mmapped(lean, MALLOC_MMAP_THRESHOLD_="8388608") == 0  # the operator's choice wins
