@@ -13,16 +13,14 @@ one connection under a lock, every call short.
 from __future__ import annotations
 
 import json
-import sqlite3
-import tempfile
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from flows.backup_scratch import scratch_database
+
 PAGE = 1000  # rows per query when reading back: no cursor stays open between pages
-CACHE_KIB = 4096
 
 SCHEMA = """
 CREATE TABLE known (blob TEXT PRIMARY KEY, info TEXT NOT NULL) WITHOUT ROWID;
@@ -38,14 +36,7 @@ class ChunkMap:
     entries of this snapshot in order; the reused packs and which of their members are used."""
 
     def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="tenant-export-chunks-")
-        self._db = sqlite3.connect(Path(self._dir.name) / "chunks.sqlite",
-                                   check_same_thread=False, isolation_level=None)
-        for pragma in ("journal_mode = OFF", "synchronous = OFF", "temp_store = FILE",
-                       f"cache_size = -{CACHE_KIB}"):
-            self._db.execute(f"PRAGMA {pragma}")
-        self._db.executescript(SCHEMA)
-        self._db.execute("BEGIN")  # nothing here needs to survive a crash
+        self._dir, self._db = scratch_database("tenant-export-chunks-", SCHEMA)
         self._lock = threading.Lock()
 
     # -- known chunks ------------------------------------------------------------------------

@@ -46,6 +46,23 @@ BLOB_INFO = ("plaintext_bytes", "ciphertext_bytes", "ciphertext_sha256", "pack",
 _INFO_SLOTS = ", ".join("?" * len(BLOB_INFO))
 
 
+def scratch_database(prefix: str, schema: str
+                     ) -> tuple[tempfile.TemporaryDirectory[str], sqlite3.Connection]:
+    """A throwaway SQLite database in a temporary folder (delete the folder when done): no
+    journal, no sync, a page cache of :data:`CACHE_KIB`, ``schema`` created and one
+    transaction open (nothing here needs to survive a crash); usable from any thread under
+    the caller's lock."""
+    folder = tempfile.TemporaryDirectory(prefix=prefix)
+    db = sqlite3.connect(Path(folder.name) / "scratch.sqlite", check_same_thread=False,
+                         isolation_level=None)
+    for pragma in ("journal_mode = OFF", "synchronous = OFF", "temp_store = FILE",
+                   f"cache_size = -{CACHE_KIB}"):
+        db.execute(f"PRAGMA {pragma}")
+    db.executescript(schema)
+    db.execute("BEGIN")
+    return folder, db
+
+
 @dataclass(frozen=True)
 class Planned:
     """One document row with what the bucket says now and what the previous snapshot stored
@@ -66,14 +83,7 @@ class Scratch:
     """The temporary database; a context manager that deletes it on exit."""
 
     def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="tenant-export-backup-")
-        self._db = sqlite3.connect(Path(self._dir.name) / "scratch.sqlite",
-                                   check_same_thread=False, isolation_level=None)
-        for pragma in ("journal_mode = OFF", "synchronous = OFF", "temp_store = FILE",
-                       f"cache_size = -{CACHE_KIB}"):
-            self._db.execute(f"PRAGMA {pragma}")
-        self._db.executescript(SCHEMA)
-        self._db.execute("BEGIN")  # one transaction: nothing here needs to survive a crash
+        self._dir, self._db = scratch_database("tenant-export-backup-", SCHEMA)
         self._lock = threading.Lock()
 
     def __enter__(self) -> Scratch:

@@ -31,7 +31,7 @@ import pyarrow as pa
 from kernel.errors import SourceUnavailable
 from sources.arrow_types import ColumnMapping
 from sources.arrowread import ArrowConnection, TableQuery
-from sources.database import TransientSourceError
+from sources.dbdriver import TransientSourceError
 from sources.rowbatch import to_batch
 
 # What libpq says when the server or the network drops the connection mid-stream: a retry of

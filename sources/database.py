@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import re
 import sqlite3
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -24,8 +23,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from kernel.dburl import describe_url, driver_errors, error_reason, normalize_url
-from kernel.errors import SourceUnavailable, TransientError
+from kernel.errors import SourceUnavailable
 from sources.arrowread import ARROW_BATCH_DIVISOR, ArrowConnection, TableQuery
+from sources.dbdriver import NotForArrow, inline_params, translate_error
 from sources.scoping import Owned, Sql, unowned_counts
 from sources.tables import Place, TablePlan, TenantRef
 from sources.unowned import (
@@ -54,9 +54,6 @@ _PG_SESSION = (
     "SET LOCAL bytea_output = 'hex'",
 )
 
-
-class TransientSourceError(TransientError, SourceUnavailable):
-    """The database connection failed mid-read (restart, network); a retry may succeed."""
 
 _cursor_ids = itertools.count(1)
 
@@ -165,7 +162,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             if self._want_side:  # inside the same window: proved to read the same state
                 try:
-                    self._side = open_sqlite_side(self._engine.raw_connection(), _translate)
+                    self._side = open_sqlite_side(self._engine.raw_connection(), translate_error)
                 except (SQLAlchemyError, sqlite3.Error):  # (check_same_thread=True)
                     self._side = None  # the counts are made on this connection instead
 
@@ -195,7 +192,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
                 return None
             exported = self._conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
         except driver_errors() as err:
-            raise _translate(err, "the snapshot (exporting it)") from err
+            raise translate_error(err, "the snapshot (exporting it)") from err
         try:
             url = self._engine.url.set(drivername="postgresql")
             self._arrow = open_postgres(url.render_as_string(hide_password=False),
@@ -256,7 +253,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
                 cursor.execute(sql, tuple(params))
             yield from bounded_batches(cursor, self._batch_rows, self._batch_bytes)
         except driver_errors() as err:
-            raise _translate(err, what) from err
+            raise translate_error(err, what) from err
         finally:
             # An abandoned reader may be closed after its snapshot; the cursor went with it.
             if cursor is not None:
@@ -349,12 +346,12 @@ class Snapshot(AbstractContextManager["Snapshot"]):
                 return None
             exported = str(self._conn.execute("SELECT pg_export_snapshot()").fetchone()[0])
         except driver_errors() as err:
-            raise _translate(err, "the snapshot (exporting it)") from err
+            raise translate_error(err, "the snapshot (exporting it)") from err
         failures: tuple[type[BaseException], ...] = (SQLAlchemyError, ValueError,
                                                      *driver_errors())
         try:
             return open_postgres_side(self._engine.raw_connection(), exported, _PG_SESSION,
-                                      _translate)
+                                      translate_error)
         except failures:
             return None  # the counts are made on this connection, as without a side one
 
@@ -415,18 +412,18 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         widest = self._facts.get(query.name, (None, 0))[0]
         try:
             if self.is_sqlite and widest is None:
-                raise _NotForArrow(f"more than {_PROBED_COLUMNS} columns: no row size probed")
+                raise NotForArrow(f"more than {_PROBED_COLUMNS} columns: no row size probed")
             if self.is_sqlite:
                 room = self._batch_bytes // ARROW_BATCH_DIVISOR
                 rows = max(1, min(rows, room // max(1, widest or 1)))
             else:  # COPY takes no parameters: the tenant's key is inlined as a quoted literal
-                tail = _inline_params(self._conn, tail, params)
+                tail = inline_params(self._conn, tail, params)
                 params = ()
             result = arrow_batches(
                 conn, replace(query, tail=tail, params=params), schema, mappings,
                 lambda sql: self.batches(sql, query.params, f"table {query.name!r}"),
                 batch_rows=rows, batch_bytes=self._batch_bytes)
-        except _NotForArrow as err:
+        except NotForArrow as err:
             result = str(err)
         except Exception as err:  # noqa: BLE001 - reported, and the tuple path reads it
             result = f"the ADBC read failed: {error_reason(err)}"
@@ -464,7 +461,7 @@ class Snapshot(AbstractContextManager["Snapshot"]):
         try:
             row = self._conn.execute(sql, tuple(owned.params)).fetchone()
         except sqlite3.Error as err:
-            raise _translate(err, f"table {plan.name!r}") from err
+            raise translate_error(err, f"table {plan.name!r}") from err
         if sized:  # a bound: the sum of the columns' largest values
             most = sum(int(v or 0) for v in row[len(columns):2 * len(columns)])
             self._facts[plan.name] = (most + _ARROW_VALUE_BYTES * len(columns),
@@ -473,44 +470,3 @@ class Snapshot(AbstractContextManager["Snapshot"]):
             sqlite_mapping(c.declared_text, set((classes or "").split(",")) - {""})
             for c, classes in zip(plan.columns, row[:len(columns)], strict=True)
         ]
-
-
-class _NotForArrow(Exception):
-    """Why a table is read as tuples (not an error: the reason is recorded)."""
-
-
-def _inline_params(conn: Any, tail: str, params: Sequence[object]) -> str:
-    """``%s`` markers replaced by literals psycopg quotes for this connection, and ``%%``
-    (a ``%`` in an identifier, doubled for the driver) made ``%`` again."""
-    from psycopg import sql  # noqa: PLC0415 - only needed for PostgreSQL
-
-    values = iter(params)
-    out: list[str] = []
-    for piece in re.split(r"(%%|%s)", tail):
-        if piece == "%%":
-            out.append("%")
-        elif piece == "%s":
-            value = next(values, _MISSING)
-            if value is _MISSING:
-                raise _NotForArrow(f"more markers than the {len(params)} parameters")
-            out.append(sql.Literal(value).as_string(conn))
-        else:
-            out.append(piece)
-    if next(values, _MISSING) is not _MISSING:
-        raise _NotForArrow(f"fewer markers than the {len(params)} parameters")
-    return "".join(out)
-
-
-_MISSING = object()
-
-
-def _translate(err: BaseException, what: str) -> SourceUnavailable:
-    """A driver error as ours: connection trouble may pass (retry), the rest will not."""
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    transient = type(err).__name__ in ("OperationalError", "InterfaceError") and not (
-        "decode" in reason or "no such" in reason)
-    if transient and not isinstance(err, sqlite3.Error):
-        return TransientSourceError(f"reading {what}: {reason}")
-    if isinstance(err, sqlite3.OperationalError) and "locked" in reason:
-        return TransientSourceError(f"reading {what}: {reason}")
-    return SourceUnavailable(f"reading {what}: {reason}")

@@ -124,10 +124,6 @@ def open_sqlite_side(raw: Any, translate: Callable[[BaseException, str], Excepti
         raw.close()
         raise
 
-    def count(statement: str) -> tuple[int, int]:
-        row = conn.execute(statement, ()).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
-
     def release() -> None:
         try:
             if conn.in_transaction:
@@ -138,7 +134,17 @@ def open_sqlite_side(raw: Any, translate: Callable[[BaseException, str], Excepti
         finally:
             raw.close()
 
-    return SideConnection(count, conn.interrupt, release, translate)
+    return SideConnection(_counter(conn), conn.interrupt, release, translate)
+
+
+def _counter(conn: Any) -> Callable[[str], tuple[int, int]]:
+    """Runs one count statement on ``conn`` (either driver): its (cross-tenant, orphan) row."""
+
+    def count(statement: str) -> tuple[int, int]:
+        row = conn.execute(statement, ()).fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    return count
 
 
 def _usable_from_a_thread(conn: Any) -> None:
@@ -180,10 +186,6 @@ def open_postgres_side(raw: Any, snapshot_id: str, session: Sequence[str],
         raw.close()
         raise
 
-    def count(statement: str) -> tuple[int, int]:
-        row = conn.execute(statement, ()).fetchone()
-        return (int(row[0]), int(row[1])) if row else (0, 0)
-
     def release() -> None:
         try:
             conn.rollback()
@@ -194,4 +196,4 @@ def open_postgres_side(raw: Any, snapshot_id: str, session: Sequence[str],
         finally:
             raw.close()
 
-    return SideConnection(count, conn.cancel_safe, release, translate)
+    return SideConnection(_counter(conn), conn.cancel_safe, release, translate)

@@ -273,7 +273,7 @@ def test_postgres_hostile_tenant_key_is_a_literal(pg_notes: str) -> None:
 def test_postgres_connection_lost_mid_table_is_transient(pg_notes: str) -> None:
     """A server that drops the ADBC connection mid-stream: a retryable source error naming
     the table, as on the tuple path (the run's retry reads everything again)."""
-    from sources.database import TransientSourceError
+    from sources.dbdriver import TransientSourceError
 
     plan = _more_notes(pg_notes, 60_000)
     with Snapshot(create_engine(pg_notes), batch_bytes=1 << 20, arrow=True) as snap:
