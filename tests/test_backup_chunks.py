@@ -350,7 +350,10 @@ def test_a_damaged_pack_of_chunks_is_reported_not_a_backup_stopper(
     with sqlite3.connect(db) as conn:  # the pack falls under half in use: a rewrite is due
         conn.execute("DELETE FROM members WHERE id >= ?", (100_000 + MEMBERS // 4,))
     second = backup.backup_tenant(ctx, wrapper(), "t-1")  # not stopped by the damage
-    assert second.table_packs_retired == 0
+    # the damaged pack is kept as it is (table_packs_retired also counts the table index's
+    # packs since format 7, which this night may rewrite, depending on where chunks are cut)
+    kept = {c.get("pack") for c in members_of(read_manifest(ctx, second.snapshot_id))["chunks"]}
+    assert chunk["pack"] in kept
     assert any(chunk["pack"] in w and "could not be read" in w for w in second.warnings)
     with pytest.raises(VerificationFailed, match=chunk["pack"]):  # and verify says where
         restore.verify_snapshot(ctx, wrapper(), "t-1", second.snapshot_id)
