@@ -4,13 +4,20 @@ Endpoint, region and explicit credentials come from :class:`kernel.settings.Sett
 reads the standard ``AWS_ENDPOINT_URL_S3``, ``AWS_REGION``, ... at the edge); without explicit
 credentials boto3's own chain applies (variables, profile, instance role), so real S3 and an
 emulator differ only by configuration.
+
+Every client gets a session of its own (credentials resolved as today, never cached across
+clients) on the process's one botocore data loader: the S3 model and the endpoint files are
+decoded once per process instead of once per client, about 11 MiB of Python objects and 60 ms
+of CPU each time (a backup made two clients, a nightly run two per tenant).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, cast
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -36,10 +43,28 @@ def make_client(settings: Settings, *, quick: bool = False) -> Any:
     )
     secret = settings.s3_secret_value()
     explicit = bool(settings.s3_access_key_id and secret)
-    return boto3.session.Session().client(
+    return _session().client(
         "s3", region_name=settings.s3_region or "us-east-1", endpoint_url=settings.s3_endpoint_url,
         config=config, aws_access_key_id=settings.s3_access_key_id if explicit else None,
         aws_secret_access_key=secret if explicit else None)
+
+
+_loader: Any = None
+_loader_lock = threading.Lock()
+
+
+def _session() -> boto3.session.Session:
+    """A new boto3 session on the process's shared data loader (see the module's docstring)."""
+    global _loader  # noqa: PLW0603 - one loader per process is the point
+    core = botocore.session.get_session()
+    with _loader_lock:
+        if _loader is None:
+            _loader = core.get_component("data_loader")
+        core.register_component("data_loader", _loader)
+        session = boto3.session.Session(botocore_session=core)
+        paths = _loader.search_paths  # boto3 appends its own data path once per session
+        paths[:] = list(dict.fromkeys(paths))
+    return session
 
 
 def require_bucket(client: Any, bucket: str, role: str, tenant_id: str | None = None) -> None:

@@ -19,9 +19,8 @@ while a part is hashed and sent.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import io
-import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,10 +29,11 @@ from typing import Any
 
 DEFAULT_WORKERS = 4
 DEFAULT_PENDING = 4  # bodies waiting for a worker, beyond those being sent
-# Bytes of bodies queued or being sent: two parts' worth. Eight bodies of up to one part each
-# (16 MiB) added up to 30-50 MiB of an export's peak RSS; most files are a few MiB.
+# Bytes of bodies queued or being sent: four parts' worth (storage.objects.PART_BYTES). Eight
+# bodies of up to one part each (then 16 MiB) added up to 30-50 MiB of an export's peak RSS;
+# most files are a few MiB.
 DEFAULT_BUDGET = 32 * 1024 * 1024
-_POLL_SECONDS = 0.1
+SINK_AHEAD_BYTES = 8 * 1024 * 1024  # a BackgroundSink's blocks waiting for the upload
 
 
 class UploadQueue:
@@ -114,19 +114,25 @@ class BackgroundSink(io.RawIOBase):
     """A write-only sink whose bytes a thread of its own passes on to ``target`` (an upload:
     hashing, multipart parts), so the writer goes on while a part is sent.
 
-    At most ``ahead`` writes wait between the two (each as large as the writer made it). A
-    failure of ``target`` is raised by the next ``write`` or by ``finish``; ``finish`` waits
+    At most ``ahead_bytes`` wait between the two, the block being passed on included (a
+    larger block waits until it is alone): bounded in bytes, not in writes, since a writer's
+    blocks range from a few bytes to a whole read-back chunk (64 blocks of 1 MiB were 64 MiB).
+    A failure of ``target`` is raised by the next ``write`` or by ``finish``; ``finish`` waits
     until everything reached ``target``, ``abort`` drops what waits. Use it as a context
     manager inside the upload's ``with`` block: leaving without an error finishes, with one
     aborts, and the thread has ended either way before the upload is completed or discarded.
     """
 
-    def __init__(self, target: Any, ahead: int = 64) -> None:
+    def __init__(self, target: Any, ahead_bytes: int = SINK_AHEAD_BYTES) -> None:
         super().__init__()
+        if ahead_bytes < 1:
+            raise ValueError("ahead_bytes must be at least 1")
         self._target = target
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=ahead)
+        self._budget, self._held = ahead_bytes, 0
+        self._blocks: collections.deque[bytes | None] = collections.deque()
+        self._changed = threading.Condition()
         self._error: BaseException | None = None
-        self._stopped = threading.Event()
+        self._stopped = False
         self._thread = threading.Thread(target=self._pass_on, name="upload-writer",
                                         daemon=True)
         self._thread.start()
@@ -137,34 +143,38 @@ class BackgroundSink(io.RawIOBase):
     def write(self, data: Any) -> int:
         self._raise_failure()
         block = bytes(data)  # the caller may reuse its buffer
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(block, timeout=_POLL_SECONDS)
+        with self._changed:
+            self._changed.wait_for(lambda: self._stopped or self._held == 0
+                                   or self._held + len(block) <= self._budget)
+            if not self._stopped:
+                self._blocks.append(block)
+                self._held += len(block)
+                self._changed.notify_all()
                 return len(block)
-            except queue.Full:
-                continue
         self._raise_failure()
         raise ValueError("write to a finished or aborted BackgroundSink")
 
+    @property
+    def held(self) -> int:
+        """Bytes written and not yet passed on (the block being passed on included)."""
+        return self._held
+
     def finish(self) -> None:
         """Wait until every byte reached the target; raise its failure, if any."""
-        if self._thread.is_alive():
-            while not self._stopped.is_set():
-                try:
-                    self._queue.put(None, timeout=_POLL_SECONDS)
-                    break
-                except queue.Full:
-                    continue
-            self._thread.join()
+        with self._changed:
+            if not self._stopped:
+                self._blocks.append(None)
+                self._changed.notify_all()
+        self._thread.join()
         self._raise_failure()
 
     def abort(self) -> None:
         """Drop what waits and end the thread (the upload's owner discards the upload)."""
-        self._stopped.set()
-        while self._thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self._queue.get_nowait()
-            self._thread.join(_POLL_SECONDS)
+        with self._changed:
+            self._stopped = True
+            self._blocks.clear()
+            self._changed.notify_all()
+        self._thread.join()
 
     def __enter__(self) -> BackgroundSink:
         return self
@@ -179,19 +189,24 @@ class BackgroundSink(io.RawIOBase):
     def _pass_on(self) -> None:
         try:
             while True:
-                try:
-                    block = self._queue.get(timeout=_POLL_SECONDS)
-                except queue.Empty:
-                    if self._stopped.is_set():
+                with self._changed:
+                    self._changed.wait_for(lambda: self._stopped or bool(self._blocks))
+                    if self._stopped:
                         return
-                    continue
-                if block is None or self._stopped.is_set():
+                    block = self._blocks.popleft()
+                if block is None:
                     return
                 self._target.write(block)
+                with self._changed:
+                    self._held -= len(block)
+                    self._changed.notify_all()
         except BaseException as err:  # noqa: BLE001 - raised in the writer's thread
             self._error = err
         finally:
-            self._stopped.set()
+            with self._changed:
+                self._stopped = True
+                self._blocks.clear()
+                self._changed.notify_all()
 
     def _raise_failure(self) -> None:
         if self._error is not None:

@@ -166,13 +166,17 @@ def test_a_failed_put_through_the_queue_is_a_storage_error(s3: tuple[Any, str]) 
 
 
 class SlowTarget:
-    """An upload stand-in: takes ``seconds`` per write, may fail at the ``fail_at``-th."""
+    """An upload stand-in: takes ``seconds`` per write, may fail at the ``fail_at``-th, and
+    once ``gate`` is given waits for it before each write."""
 
-    def __init__(self, seconds: float = 0.0, fail_at: int | None = None) -> None:
-        self.seconds, self.fail_at = seconds, fail_at
+    def __init__(self, seconds: float = 0.0, fail_at: int | None = None,
+                 gate: threading.Event | None = None) -> None:
+        self.seconds, self.fail_at, self.gate = seconds, fail_at, gate
         self.got: list[bytes] = []
 
     def write(self, data: bytes) -> int:
+        if self.gate is not None:
+            assert self.gate.wait(10)
         if self.fail_at is not None and len(self.got) == self.fail_at:
             raise TransientStorageError("uploading part 3: SlowDown", tenant_id="t-1")
         time.sleep(self.seconds)
@@ -181,30 +185,44 @@ class SlowTarget:
 
 
 def test_background_sink_passes_every_byte_on_in_order_while_the_writer_goes_on() -> None:
-    target = SlowTarget(seconds=0.02)
+    gate = threading.Event()
+    target = SlowTarget(gate=gate)  # the upload is stuck until the writer has written all
     blocks = [bytes([i]) * (1000 + i) for i in range(20)]
-    started = time.monotonic()
-    with BackgroundSink(target, ahead=32) as sink:
+    with BackgroundSink(target, ahead_bytes=sum(map(len, blocks))) as sink:
         for block in blocks:
-            sink.write(block)
-        handed_over = time.monotonic() - started
-        assert handed_over < 0.2  # 20 writes x 20 ms would be 0.4 s on the writer's thread
+            sink.write(block)  # none of these waits for the target
+        assert target.got == [] and sink.held == sum(map(len, blocks))
+        gate.set()
     assert target.got == blocks  # finished: everything arrived, in order
 
 
-def test_background_sink_bounds_what_waits() -> None:
-    target = SlowTarget(seconds=0.01)
-    with BackgroundSink(target, ahead=3) as sink:
-        for i in range(30):
-            sink.write(b"x" * 10)
-            assert (i + 1) - len(target.got) <= 3 + 2  # queued, in the thread's hand, rounding
+def test_background_sink_bounds_what_waits_in_bytes() -> None:
+    target = SlowTarget(seconds=0.002)
+    sizes = [1, 700, 3, 1000, 250, 999, 5, 1000] * 5
+    budget = 1000
+    waiting = []
+    with BackgroundSink(target, ahead_bytes=budget) as sink:
+        for size in sizes:
+            sink.write(b"x" * size)
+            waiting.append(sink.held)
+    assert max(waiting) <= budget and max(waiting) >= 999  # bytes, whatever the block count
+    assert b"".join(target.got) == b"".join(b"x" * size for size in sizes)
+
+
+def test_background_sink_takes_a_block_larger_than_its_budget_once_alone() -> None:
+    target = SlowTarget(seconds=0.002)
+    with BackgroundSink(target, ahead_bytes=10) as sink:
+        for size in (4, 50, 4, 50):
+            sink.write(b"y" * size)
+            assert sink.held <= max(size, 10)
+    assert [len(block) for block in target.got] == [4, 50, 4, 50]
 
 
 def test_background_sink_raises_the_targets_failure_with_its_class() -> None:
     target = SlowTarget(fail_at=3)
 
     def writer() -> None:
-        with BackgroundSink(target, ahead=2) as sink:
+        with BackgroundSink(target, ahead_bytes=8) as sink:
             for _ in range(100):
                 sink.write(b"part")
 
@@ -216,7 +234,7 @@ def test_background_sink_raises_the_targets_failure_with_its_class() -> None:
 
 def test_background_sink_aborted_passes_nothing_more_on() -> None:
     target = SlowTarget(seconds=0.05)
-    sink = BackgroundSink(target, ahead=10)
+    sink = BackgroundSink(target, ahead_bytes=10)
 
     def writer() -> None:
         with sink:
