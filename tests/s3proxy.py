@@ -34,7 +34,9 @@ Design choices:
   ``100 Continue`` itself only when it forwards the request; an injected error is sent instead
   of ``100 Continue``, as S3 does, and that connection is then closed.
 - **Keep-alive**: HTTP/1.1 on both sides. One upstream connection per client connection,
-  reopened when the upstream closed it while idle (the check urllib3 does on its pools).
+  reopened when the upstream closed it (after an answer, as moto's server does, or while idle:
+  the check urllib3 does on its pools). A client's connection stays open whatever the
+  upstream does, as S3's do: clients pay for a new connection only where S3 would make them.
 - Only path-style requests are classified (what the project uses with a custom endpoint).
 """
 
@@ -553,9 +555,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if rechunk:
             self.send_header("Transfer-Encoding", "chunked")
-        if response.will_close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
+        # An upstream that closes after each answer (moto's server does) is not S3, which keeps
+        # connections alive: the client's connection stays open (every answer is framed by
+        # its length or re-chunked) and the next request opens a new upstream connection.
         self.end_headers()
         sent = 0
         try:

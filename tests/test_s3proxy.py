@@ -10,6 +10,7 @@ import io
 import os
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from typing import Any
 
 import boto3
 import pytest
+import urllib3.connection
+import urllib3.util.connection
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ResponseStreamingError
 
@@ -302,6 +305,34 @@ def test_bodies_stream_through_unchanged_on_one_kept_alive_connection(
     assert record.requests[0][2]["Content-Encoding"] == "aws-chunked"
     assert proxy.counts() == {"UploadPart": 1, "PutObject": 2}
     conn.close()
+
+
+def test_a_client_connection_outlives_an_upstream_that_closes_after_each_answer(
+        moto_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's server closes its connection after every answer; S3 does not. Through the proxy
+    a client keeps its connection (it pays for one where S3 would make it pay), the proxy opens
+    a new upstream connection per request."""
+    closing = client(moto_endpoint)
+    closing.put_object(Bucket=bucket, Key="k", Body=b"kept")
+    raw = http.client.HTTPConnection(urllib.parse.urlsplit(moto_endpoint).hostname,
+                                     urllib.parse.urlsplit(moto_endpoint).port, timeout=10)
+    raw.request("HEAD", f"/{bucket}/k")
+    assert raw.getresponse().will_close  # the emulator closes: what this test is about
+    raw.close()
+    opened: list[object] = []
+    connect = urllib3.util.connection.create_connection
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args[0])
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(urllib3.connection.connection, "create_connection", counted)
+    with S3Proxy(moto_endpoint) as proxy:
+        s3 = client(proxy.url)
+        bodies = [s3.get_object(Bucket=bucket, Key="k")["Body"].read() for _ in range(4)]
+        assert bodies == [b"kept"] * 4
+        assert len(opened) == 1  # one client connection for the four requests
+        assert proxy.counts() == {"GetObject": 4}
 
 
 def test_stop_ends_idle_keep_alive_connections_at_once(moto_endpoint: str, bucket: str) -> None:
