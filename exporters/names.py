@@ -55,20 +55,36 @@ def _truncate(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
 
 
 class UniqueNames:
-    """Hands out names unique within one package (case-insensitively): ``a.pdf``, ``a (2).pdf``."""
+    """Hands out names unique within one package (case-insensitively): ``a.pdf``, ``a (2).pdf``.
+
+    The next number to try is kept per name, so the k-th document called ``scan.pdf`` costs one
+    try, not k (a tenant with thousands of same-named uploads made the ZIP writer quadratic).
+    """
 
     def __init__(self) -> None:
         self._used: set[str] = set()
+        self._last: dict[str, int] = {}  # per taken name: the highest suffix number tried
 
     def claim(self, original: str, fallback: str) -> str:
         """A safe name for ``original`` that no earlier claim received."""
         name = safe_name(original, fallback)
-        candidate, n = name, 1
-        while candidate.casefold() in self._used:
+        key = name.casefold()
+        if key not in self._used:
+            self._used.add(key)
+            return name
+        # Every number up to the last one tried for this name is taken (names are never given
+        # back), so the first free one comes after it, as counting from 2 would find.
+        n, short, room = self._last.get(key, 1), name, -1
+        while True:
             n += 1
             suffix = f" ({n})"
-            short = safe_name(original, fallback, MAX_NAME_BYTES - len(suffix))
+            if len(suffix) != room:  # the room left for the name changes with the digits only
+                room = len(suffix)
+                short = safe_name(original, fallback, MAX_NAME_BYTES - room)
             stem, dot, ext = short.rpartition(".")
             candidate = f"{stem}{suffix}.{ext}" if dot and stem else f"{short}{suffix}"
+            if candidate.casefold() not in self._used:
+                break
+        self._last[key] = n
         self._used.add(candidate.casefold())
         return candidate

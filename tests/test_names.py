@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import re
 import unicodedata
 
 import pytest
 
+import exporters.names as module
 from exporters.names import MAX_NAME_BYTES, UniqueNames, safe_name
 
 FALLBACK = "document-42"
@@ -205,3 +207,47 @@ def test_property_invariants_over_nasty_strings() -> None:
     for name in claimed:
         _assert_safe(name)
     assert len({c.casefold() for c in claimed}) == len(claimed)
+
+
+def _claim_by_counting_from_two(used: set[str], original: str, fallback: str) -> str:
+    """The algorithm before names kept their last number: try (2), (3), ... every time."""
+    name = safe_name(original, fallback)
+    candidate, n = name, 1
+    while candidate.casefold() in used:
+        n += 1
+        suffix = f" ({n})"
+        short = safe_name(original, fallback, MAX_NAME_BYTES - len(suffix))
+        stem, dot, ext = short.rpartition(".")
+        candidate = f"{stem}{suffix}.{ext}" if dot and stem else f"{short}{suffix}"
+    used.add(candidate.casefold())
+    return candidate
+
+
+def test_claim_gives_the_names_counting_from_two_gave() -> None:
+    """Same names as before for every kind of collision: case, literal "(n)" names taken
+    first, fallbacks, long names whose suffix needs more room past 9, README without a dot."""
+    rng = random.Random(10)
+    pool = ["scan.pdf", "SCAN.PDF", "scan (3).pdf", "scan (12).pdf", "", "..", "README",
+            "readme (2)", "x" * 300 + ".pdf", "é.txt", "e\u0301.txt", "a.b.c", "con.txt"]
+    originals = [rng.choice(pool) for _ in range(3000)]
+    names, used = UniqueNames(), set[str]()
+    got = [names.claim(o, "doc") for o in originals]
+    assert got == [_claim_by_counting_from_two(used, o, "doc") for o in originals]
+    assert len({g.casefold() for g in got}) == len(got)
+
+
+def test_the_kth_same_named_document_costs_one_try_not_k(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = [0]
+    real = module.safe_name
+
+    def counted(*args: object) -> str:
+        calls[0] += 1
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "safe_name", counted)
+    names = module.UniqueNames()
+    got = [names.claim("scan.pdf", "doc") for _ in range(5000)]
+    assert got[:3] == ["scan.pdf", "scan (2).pdf", "scan (3).pdf"]
+    assert got[-1] == "scan (5000).pdf"
+    assert calls[0] <= 2 * 5000 + 10  # counting from 2 each time: about 12.5 million
