@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import botocore.loaders
 import pytest
+from botocore.utils import parse_timestamp
 
 from kernel.settings import Settings
-from storage.s3 import make_client
+from storage.s3 import make_client, s3_timestamp
 
 
 def _settings(key: str | None = None, secret: str | None = None) -> Settings:
@@ -47,3 +49,33 @@ def test_each_client_resolves_its_own_credentials(monkeypatch: pytest.MonkeyPatc
     assert keys == ["FIRSTKEY", "SECONDKEY", "THIRDKEY"]
     assert first.meta.region_name == "eu-west-3"
     assert first.meta.endpoint_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize("value", [
+    "Sat, 28 Nov 2026 11:17:23 GMT", "Mon, 01 Jan 1990 00:00:00 GMT",
+    "2026-11-28T11:17:23.000Z", "2026-11-28T11:17:23Z", "2026-11-28T11:17:23.123456Z",
+    "2026-11-28T11:17:23.5Z", "2026-11-28T11:17:23+02:00", "1700000000", "1700000000.25",
+])
+def test_timestamps_are_the_instants_botocore_gives(value: str) -> None:
+    ours = s3_timestamp(value)
+    assert ours == parse_timestamp(value)
+    assert ours.utcoffset() is not None  # aware, as botocore's
+
+
+def test_malformed_timestamps_fail_as_botocore_fails() -> None:
+    for value in ("Sat, 99 Nov 2026 11:17:23 GMT", "2026-13-28T11:17:23Z", "not a time"):
+        with pytest.raises(ValueError, match="Invalid timestamp"):
+            parse_timestamp(value)
+        with pytest.raises(ValueError, match="Invalid timestamp"):  # botocore's, as before
+            s3_timestamp(value)
+
+
+def test_listings_and_heads_are_parsed_with_it(moto_endpoint: str) -> None:
+    s3 = make_client(Settings(s3_endpoint_url=moto_endpoint, s3_region="us-east-1",
+                              s3_access_key_id="test", s3_secret_access_key="test"))
+    s3.create_bucket(Bucket="timestamps")
+    s3.put_object(Bucket="timestamps", Key="k", Body=b"x")
+    listed = s3.list_objects_v2(Bucket="timestamps")["Contents"][0]["LastModified"]
+    headed = s3.head_object(Bucket="timestamps", Key="k")["LastModified"]
+    assert listed.tzinfo is UTC and headed.tzinfo is UTC  # ours, not dateutil's
+    assert abs((listed - headed).total_seconds()) < 1  # same second (listings add millis)
