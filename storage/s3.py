@@ -82,7 +82,9 @@ def s3_timestamp(value: Any) -> datetime:
             if value.endswith(" GMT"):
                 return parsedate_to_datetime(value).replace(tzinfo=UTC)
             if value.endswith("Z") and "T" in value:
-                return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
+                naive = datetime.fromisoformat(value[:-1])
+                if naive.tzinfo is None:  # "...+01:00Z" is no S3 time: botocore refuses it
+                    return naive.replace(tzinfo=UTC)
         except (TypeError, ValueError):
             pass
     found: datetime = parse_timestamp(value)

@@ -189,15 +189,16 @@ def test_run_names_say_whom_they_cover(sqlite_platform: Platform) -> None:
 
 def test_progress_counts_tenants_as_they_end_not_in_order(sqlite_platform: Platform,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
+    import threading
 
     from flows import backup_flow
 
     real = backup.backup_tenant
+    others_counted = threading.Event()
 
     def slow_first(ctx: Any, wrapper: Any, tenant_id: str, **options: Any) -> Any:
-        if tenant_id == "t-1":
-            time.sleep(3)  # the others end first
+        if tenant_id == "t-1":  # ends last: once the flow has counted the other two
+            assert others_counted.wait(120), "the other tenants were not counted first"
         return real(ctx, wrapper, tenant_id, **options)
 
     counted: list[str] = []
@@ -206,6 +207,8 @@ def test_progress_counts_tenants_as_they_end_not_in_order(sqlite_platform: Platf
     def record(progress: Any, rows: list[dict[str, Any]], *args: Any) -> None:
         counted.extend(r["tenant"] for r in rows)
         real_count(progress, rows, *args)
+        if {"t-2", "t-empty"} <= set(counted):
+            others_counted.set()
 
     monkeypatch.setattr(backup, "backup_tenant", slow_first)
     monkeypatch.setattr(backup_flow, "_count", record)

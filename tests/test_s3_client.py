@@ -63,7 +63,8 @@ def test_timestamps_are_the_instants_botocore_gives(value: str) -> None:
 
 
 def test_malformed_timestamps_fail_as_botocore_fails() -> None:
-    for value in ("Sat, 99 Nov 2026 11:17:23 GMT", "2026-13-28T11:17:23Z", "not a time"):
+    for value in ("Sat, 99 Nov 2026 11:17:23 GMT", "2026-13-28T11:17:23Z", "not a time",
+                  "2026-11-28T11:17:23+01:00Z"):  # an offset and a Z: never read as UTC
         with pytest.raises(ValueError, match="Invalid timestamp"):
             parse_timestamp(value)
         with pytest.raises(ValueError, match="Invalid timestamp"):  # botocore's, as before
