@@ -78,9 +78,10 @@ def archive_package(s3: Any, bucket: str, prefix: str, tenant_id: str, export_id
         manifest.append(build_manifest())  # every file above matched its hash
         yield ArchiveEntry("datapackage.json", len(manifest[0]), created, [manifest[0]])
 
+    expected = sum(r.bytes for r in records) + 1024 * (len(records) + 1)  # headers, manifest
     with OrderedReadBack(records, opener) as fetched, objects.upload(
-            s3, bucket, prefix + name, content_type="application/zip",
-            tenant_id=tenant_id) as out, BackgroundSink(out) as piped:  # parts sent beside
+            s3, bucket, prefix + name, content_type="application/zip", tenant_id=tenant_id,
+            expected_bytes=expected) as out, BackgroundSink(out) as piped:  # parts sent beside
         write_archive(entries(fetched), cast(IO[bytes], piped), root=name.removesuffix(".zip"))
     stored = objects.StoredObject(prefix + name, out.bytes, out.sha256)
     objects.verify(s3, bucket, stored, tenant_id)

@@ -33,6 +33,13 @@ PART_BYTES = 8 * 1024 * 1024
 # The AWS CLI's and boto3's default part size. At 16 MiB an object passing one part held two
 # (ours, and smart_open's copy while the first part left): 15 MiB of an export's peak RSS.
 SINGLE_PUT_BYTES = PART_BYTES  # up to this size an object is buffered and sent with one PUT
+MAX_PARTS = 10_000  # S3's limit: at PART_BYTES an object of unknown size stops at 78 GiB
+
+
+def part_bytes_for(expected_bytes: int) -> int:
+    """A part size that fits ``expected_bytes`` in S3's 10,000 parts with a tenth to spare:
+    PART_BYTES up to about 70 GiB, more beyond (smart_open does not grow its parts)."""
+    return max(PART_BYTES, -(-expected_bytes // (MAX_PARTS * 9 // 10)))
 # smart_open reports a failed CreateMultipartUpload as ValueError and exhausted part retries as
 # OSError; boto3 raises ClientError/BotoCoreError. All are storage failures of the upload.
 UPLOAD_ERRORS = (ClientError, BotoCoreError, OSError, ValueError)
@@ -85,8 +92,10 @@ class StoredObject:
 class _SpooledWriter:
     """One object's bytes: in memory up to one part, then a multipart upload."""
 
-    def __init__(self, client: Any, bucket: str, key: str, content_type: str) -> None:
+    def __init__(self, client: Any, bucket: str, key: str, content_type: str,
+                 part_bytes: int = PART_BYTES) -> None:
         self._client, self._bucket, self._key = client, bucket, key
+        self._part_bytes = part_bytes
         self._content_type = content_type
         self._buffer: io.BytesIO | None = io.BytesIO()
         self._multipart: Any = None
@@ -98,7 +107,7 @@ class _SpooledWriter:
         self._buffer.write(data)
         if self._buffer.tell() > SINGLE_PUT_BYTES:  # too large for one PUT: stream the rest
             self._multipart = smart_s3.open(
-                self._bucket, self._key, "wb", client=self._client, min_part_size=PART_BYTES,
+                self._bucket, self._key, "wb", client=self._client, min_part_size=self._part_bytes,
                 client_kwargs={"S3.Client.create_multipart_upload": {
                     "ContentType": self._content_type}})
             held, self._buffer = self._buffer, None
@@ -129,16 +138,17 @@ class _SpooledWriter:
 def upload(
     client: Any, bucket: str, key: str, *, content_type: str = "application/octet-stream",
     tenant_id: str | None = None, written: list[StoredObject] | None = None,
-    queue: UploadQueue | None = None,
+    queue: UploadQueue | None = None, expected_bytes: int = 0,
 ) -> Iterator[HashingSink]:
     """A sink streaming to ``s3://bucket/key``; on success records a ``StoredObject``.
 
     ``queue``: an object of one PUT is sent by the queue's pool (``written`` then records it
     before the PUT ended: it is stored once the queue's ``wait`` returned); a larger one, whose
-    parts already left, is completed here.
+    parts already left, is completed here. ``expected_bytes``: about how large the object will
+    be, when the caller knows (its parts are then sized to fit S3's 10,000).
     """
     what = f"uploading {key!r} to {bucket!r}"
-    writer = _SpooledWriter(client, bucket, key, content_type)
+    writer = _SpooledWriter(client, bucket, key, content_type, part_bytes_for(expected_bytes))
     sink = HashingSink(writer, what, tenant_id)
     try:
         yield sink

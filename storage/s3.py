@@ -14,6 +14,7 @@ read S3's two timestamp forms without dateutil's general parser (a tenth of a GE
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -73,18 +74,21 @@ def _session() -> boto3.session.Session:
     return session
 
 
+_HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT")
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+
+
 def s3_timestamp(value: Any) -> datetime:
-    """The instant botocore's parser returns, in UTC, for S3's HTTP dates (``Last-Modified``)
-    and ISO 8601 UTC times (listings), without dateutil's general parser; any other form goes
-    to botocore's."""
+    """The instant botocore's parser returns, in UTC, for exactly S3's two forms: HTTP dates
+    with a four-digit year (``Last-Modified``) and ISO 8601 UTC times (listings), without
+    dateutil's general parser; anything else (another zone, a two-digit year, a week date...)
+    goes to botocore's, which decides as before."""
     if isinstance(value, str):
         try:
-            if value.endswith(" GMT"):
+            if _HTTP_DATE.fullmatch(value):
                 return parsedate_to_datetime(value).replace(tzinfo=UTC)
-            if value.endswith("Z") and "T" in value:
-                naive = datetime.fromisoformat(value[:-1])
-                if naive.tzinfo is None:  # "...+01:00Z" is no S3 time: botocore refuses it
-                    return naive.replace(tzinfo=UTC)
+            if _ISO_UTC.fullmatch(value):
+                return datetime.fromisoformat(value[:-1]).replace(tzinfo=UTC)
         except (TypeError, ValueError):
             pass
     found: datetime = parse_timestamp(value)

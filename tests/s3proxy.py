@@ -580,6 +580,10 @@ class _Handler(BaseHTTPRequestHandler):
             conn.close()
             self.close_connection = True
             return
+        if not no_body and length is not None and response.length:  # the upstream closed early
+            conn.close()
+            self.close_connection = True  # the client sees the body cut short, at once
+            return
         if response.will_close:
             conn.close()
 

@@ -55,6 +55,7 @@ def test_each_client_resolves_its_own_credentials(monkeypatch: pytest.MonkeyPatc
     "Sat, 28 Nov 2026 11:17:23 GMT", "Mon, 01 Jan 1990 00:00:00 GMT",
     "2026-11-28T11:17:23.000Z", "2026-11-28T11:17:23Z", "2026-11-28T11:17:23.123456Z",
     "2026-11-28T11:17:23.5Z", "2026-11-28T11:17:23+02:00", "1700000000", "1700000000.25",
+    "Mon, 01 Jan 2024 00:00:00 +0100", "Thu, 01 Jan 70 00:00:00 GMT",  # botocore's own forms
 ])
 def test_timestamps_are_the_instants_botocore_gives(value: str) -> None:
     ours = s3_timestamp(value)
@@ -64,7 +65,8 @@ def test_timestamps_are_the_instants_botocore_gives(value: str) -> None:
 
 def test_malformed_timestamps_fail_as_botocore_fails() -> None:
     for value in ("Sat, 99 Nov 2026 11:17:23 GMT", "2026-13-28T11:17:23Z", "not a time",
-                  "2026-11-28T11:17:23+01:00Z"):  # an offset and a Z: never read as UTC
+                  "2026-11-28T11:17:23+01:00Z",  # an offset and a Z: never read as UTC
+                  "Mon, 01 Jan 2024 00:00:00 +0100 GMT", "2024-W01-1T00:00:00Z"):
         with pytest.raises(ValueError, match="Invalid timestamp"):
             parse_timestamp(value)
         with pytest.raises(ValueError, match="Invalid timestamp"):  # botocore's, as before

@@ -335,6 +335,41 @@ def test_a_client_connection_outlives_an_upstream_that_closes_after_each_answer(
         assert proxy.counts() == {"GetObject": 4}
 
 
+def test_an_upstream_answer_cut_short_closes_the_clients_connection_at_once() -> None:
+    """Kept alive, a client would wait for the missing bytes until its read timeout."""
+
+    class CutShort(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"0123456789")  # 10 of the 100 bytes, then the connection ends
+            self.close_connection = True
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), CutShort)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        with S3Proxy(f"http://127.0.0.1:{upstream.server_address[1]}") as proxy:
+            port = int(proxy.url.rsplit(":", 1)[1])
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/bkt/key")
+            response = conn.getresponse()
+            started = time.monotonic()
+            with pytest.raises(http.client.IncompleteRead) as cut:
+                response.read()
+            assert cut.value.partial == b"0123456789"
+            assert time.monotonic() - started < 20  # not the client's 30 s timeout
+            conn.close()
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+
+
 def test_stop_ends_idle_keep_alive_connections_at_once(moto_endpoint: str, bucket: str) -> None:
     proxy = S3Proxy(moto_endpoint).start()
     port = int(proxy.url.rsplit(":", 1)[1])

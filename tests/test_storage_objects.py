@@ -109,3 +109,33 @@ def test_a_small_object_is_one_put_and_a_failed_one_sends_nothing(s3: tuple[Any,
     with pytest.raises(RuntimeError, match="broke"):
         broken_exporter()
     assert calls == [] and "never.json" not in keys(client, bucket)
+
+
+def test_parts_grow_to_fit_a_known_size_in_s3s_10000_parts() -> None:
+    gib = 1024**3
+    assert objects.part_bytes_for(0) == objects.PART_BYTES
+    assert objects.part_bytes_for(50 * gib) == objects.PART_BYTES  # 6,400 parts of 8 MiB
+    for size in (78 * gib, 100 * gib, 4 * 1024 * gib):
+        part = objects.part_bytes_for(size)
+        assert part > objects.PART_BYTES
+        assert -(-size // part) <= objects.MAX_PARTS * 9 // 10
+
+
+def test_an_upload_told_its_size_uses_parts_that_fit_it(
+        s3: tuple[Any, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, bucket = s3
+    sizes: list[int] = []
+    real = objects.smart_s3.open
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        sizes.append(kwargs["min_part_size"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(objects.smart_s3, "open", recording)
+    payload = b"z" * (objects.PART_BYTES + 1)  # past one part: multipart
+    for expected in (0, 200 * 1024**3):
+        with objects.upload(client, bucket, f"big-{expected}", expected_bytes=expected) as sink:
+            sink.write(payload)
+    assert sizes == [objects.PART_BYTES, objects.part_bytes_for(200 * 1024**3)]
+    body = client.get_object(Bucket=bucket, Key=f"big-{200 * 1024**3}")["Body"].read()
+    assert body == payload
