@@ -73,7 +73,9 @@ class UniqueNames:
             self._used.add(key)
             return name
         # Every number up to the last one tried for this name is taken (names are never given
-        # back), so the first free one comes after it, as counting from 2 would find.
+        # back), so the first free one comes after it, as counting from 2 would find. (Not
+        # always the same number: two spellings of one name whose case-folding changes their
+        # length, cut differently near the byte limit, may skip one. Still unique and safe.)
         n, short, room = self._last.get(key, 1), name, -1
         while True:
             n += 1
